@@ -1,0 +1,3 @@
+//! logd as a library: the tailing core (identity, checkpoints, rotation,
+//! parsing) works on plain files with no threads, so it can be tested alone;
+//! the daemon's threads only move data between its parts.

@@ -1,0 +1,3 @@
+fn main() {
+    println!("logd {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,1 @@
+//! A test HiK8s intake server.

@@ -1,0 +1,3 @@
+fn main() {
+    println!("watchd {}", env!("CARGO_PKG_VERSION"));
+}
