@@ -1,0 +1,14 @@
+//! watchd, the HiK8s cluster daemon: watches the Kubernetes API and ships
+//! apply / initapply / delete records of built-in resources, Events and
+//! custom resources to the intake (SPEC §4).
+//!
+//! Threads: `watchd-kube` (the only async code: a current-thread tokio
+//! runtime running kube's watchers), `watchd-process` (strip, fingerprint,
+//! relist diff, serialize), `watchd-upload` (batch and post with ureq),
+//! `watchd-metrics`, `watchd-signal`.
+
+pub mod batch;
+pub mod fingerprint;
+pub mod relist;
+pub mod resources;
+pub mod strip;
