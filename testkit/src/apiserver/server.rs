@@ -1,0 +1,170 @@
+//! The listening socket, one thread per connection, and the state they
+//! share.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use super::ApiRequest;
+use super::http::{self, RequestReader};
+use super::routes::{self, Reply};
+use super::store::Store;
+use super::watch::{self, WatchEnd};
+
+pub(crate) struct Shared {
+    pub addr: SocketAddr,
+    pub store: Mutex<Store>,
+    /// `plural[.group]` names whose reads answer 403.
+    pub forbidden: Mutex<HashSet<String>>,
+    pub requests: Mutex<Vec<ApiRequest>>,
+    bookmark_interval_ms: AtomicU64,
+    stopping: AtomicBool,
+    /// Open connections, so stopping the server can close them.
+    connections: Mutex<HashMap<u64, TcpStream>>,
+    next_connection: AtomicU64,
+}
+
+impl Shared {
+    pub fn bookmark_interval(&self) -> Duration {
+        Duration::from_millis(self.bookmark_interval_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_bookmark_interval(&self, every: Duration) {
+        let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.bookmark_interval_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// The running server: the accept thread, stopped on drop.
+pub(crate) struct Server {
+    pub shared: Arc<Shared>,
+    accept_thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(addr: SocketAddr) -> io::Result<Server> {
+        let listener = TcpListener::bind(addr)?;
+        let shared = Arc::new(Shared {
+            addr: listener.local_addr()?,
+            store: Mutex::new(Store::new()),
+            forbidden: Mutex::new(HashSet::new()),
+            requests: Mutex::new(Vec::new()),
+            bookmark_interval_ms: AtomicU64::new(5_000),
+            stopping: AtomicBool::new(false),
+            connections: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(0),
+        });
+        let accept_shared = shared.clone();
+        let accept_thread = thread::Builder::new()
+            .name("apiserver-accept".into())
+            .spawn(move || accept_loop(&accept_shared, listener))?;
+        Ok(Server {
+            shared,
+            accept_thread: Some(accept_thread),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        if let Ok(mut store) = self.shared.store.lock() {
+            store.drop_watches();
+        }
+        // Wake the accept call so it sees `stopping`.
+        let _ = TcpStream::connect(self.shared.addr);
+        if let Some(t) = self.accept_thread.take() {
+            let _ = t.join();
+        }
+        if let Ok(connections) = self.shared.connections.lock() {
+            for stream in connections.values() {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+        match stream.try_clone() {
+            Ok(clone) => {
+                shared
+                    .connections
+                    .lock()
+                    .expect("connections lock")
+                    .insert(id, clone);
+            }
+            Err(_) => continue,
+        }
+        let conn_shared = shared.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("apiserver-conn-{id}"))
+            .spawn(move || {
+                // Errors only mean the client went away.
+                let _ = serve_connection(&conn_shared, stream);
+                conn_shared
+                    .connections
+                    .lock()
+                    .expect("connections lock")
+                    .remove(&id);
+            });
+        if spawned.is_err() {
+            shared
+                .connections
+                .lock()
+                .expect("connections lock")
+                .remove(&id);
+        }
+    }
+}
+
+/// Serves requests on one connection until either side closes it.
+fn serve_connection(shared: &Shared, stream: TcpStream) -> io::Result<()> {
+    // One write per event: do not let Nagle hold small chunks back.
+    stream.set_nodelay(true)?;
+    let mut out = stream.try_clone()?;
+    let mut reader = RequestReader::new(stream);
+    while let Some(req) = reader.next_request()? {
+        let reply = routes::handle(shared, &req);
+        let status = match &reply {
+            Reply::Json(code, _) => *code,
+            Reply::Watch(_) => 200,
+        };
+        shared
+            .requests
+            .lock()
+            .expect("requests lock")
+            .push(ApiRequest {
+                method: req.method.clone(),
+                path: req.path.clone(),
+                query: req.query.clone(),
+                status,
+            });
+        let close = req.wants_close();
+        match reply {
+            Reply::Json(code, body) => {
+                let body = serde_json::to_vec(&body).expect("JSON values serialize");
+                http::write_json(&mut out, code, &body, close)?;
+            }
+            Reply::Watch(plan) => {
+                if let WatchEnd::Dropped = watch::serve(shared, &mut out, &plan)? {
+                    out.shutdown(Shutdown::Both)?;
+                    return Ok(());
+                }
+            }
+        }
+        if close {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
