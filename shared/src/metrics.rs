@@ -96,6 +96,14 @@ impl MetricsServer {
         self.local_addr
     }
 
+    /// True once the server thread ended (after shutdown or a failure of
+    /// the listener).
+    pub fn is_finished(&self) -> bool {
+        self.thread
+            .as_ref()
+            .is_none_or(|thread| thread.is_finished())
+    }
+
     /// Stops serving and waits for the server thread.
     pub fn stop(mut self) {
         self.stop_and_join();

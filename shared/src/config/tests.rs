@@ -319,7 +319,8 @@ fn file_sink_needs_an_existing_directory() {
 
 #[test]
 fn typed_getters_name_the_variable() {
-    let cases: &[(&str, &str, fn(&Config, &str) -> Result<(), ConfigError>)] = &[
+    type Getter = fn(&Config, &str) -> Result<(), ConfigError>;
+    let cases: &[(&str, &str, Getter)] = &[
         ("LOGD_BATCH_MAX_BYTES", "lots", |c, n| c.bytes(n).map(drop)),
         ("LOGD_BATCH_MAX_BYTES", "12XB", |c, n| c.bytes(n).map(drop)),
         ("LOGD_BATCH_LINGER_MS", "soon", |c, n| c.millis(n).map(drop)),
