@@ -6,7 +6,7 @@
 //! too large for any request (the intake reads at most 1 MiB of body) is
 //! refused; one larger than the limit but within 1 MiB goes alone.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::resources::Route;
@@ -75,7 +75,7 @@ pub struct TooLarge {
 pub struct Batcher {
     max_bytes: usize,
     linger: Duration,
-    pending: BTreeMap<Route, Pending>,
+    pending: HashMap<Route, Pending>,
 }
 
 impl Batcher {
@@ -85,7 +85,7 @@ impl Batcher {
         Batcher {
             max_bytes: max_bytes.clamp(64, INTAKE_JSON_LIMIT),
             linger,
-            pending: BTreeMap::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -204,11 +204,11 @@ mod tests {
         b.push(Route::Events, rec(10), now).expect("fits");
         b.push(Route::Resources, rec(10), now).expect("fits");
         let mut all = b.drain();
-        all.sort_by_key(|batch| batch.route);
+        all.sort_by_key(|batch| batch.route.name());
         assert_eq!(all.len(), 2);
-        assert_eq!(all[0].route, Route::Resources);
-        assert_eq!(all[0].records.len(), 2);
-        assert_eq!(all[1].route, Route::Events);
+        assert_eq!(all[0].route, Route::Events);
+        assert_eq!(all[1].route, Route::Resources);
+        assert_eq!(all[1].records.len(), 2);
     }
 
     #[test]

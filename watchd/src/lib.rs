@@ -8,7 +8,15 @@
 //! `watchd-metrics`, `watchd-signal`.
 
 pub mod batch;
+pub mod crds;
+pub mod daemon;
 pub mod fingerprint;
+pub mod kube_thread;
+pub mod metrics;
+pub mod process;
+pub mod rbac;
 pub mod relist;
 pub mod resources;
+pub mod status;
 pub mod strip;
+pub mod upload;

@@ -1,3 +1,5 @@
+//! watchd: see the library docs and `watchd --help`.
+
 fn main() {
-    println!("watchd {}", env!("CARGO_PKG_VERSION"));
+    std::process::exit(watchd::daemon::run());
 }

@@ -7,37 +7,10 @@
 
 use std::fmt;
 
-/// The intake route a record is posted to (SPEC §1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Route {
-    /// Built-in kinds: `POST /resources`.
-    Resources,
-    /// Objects of CRDs: `POST /customresources`.
-    CustomResources,
-    /// core/v1 Events only: `POST /events`.
-    Events,
-}
-
-impl Route {
-    /// Every route, in a fixed order.
-    pub const ALL: [Route; 3] = [Route::Resources, Route::CustomResources, Route::Events];
-
-    /// The route's name: the request path without `/`, and the `route` field
-    /// of stdout/file records.
-    pub fn name(self) -> &'static str {
-        match self {
-            Route::Resources => "resources",
-            Route::CustomResources => "customresources",
-            Route::Events => "events",
-        }
-    }
-}
-
-impl fmt::Display for Route {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// The intake route a record is posted to (SPEC §1): `Resources` for
+/// built-in kinds, `CustomResources` for objects of CRDs, `Events` for
+/// core/v1 Events only.
+pub use shared::intake::Route;
 
 /// One resource to watch: everything needed to list and watch it and to
 /// label its objects.

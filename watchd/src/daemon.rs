@@ -1,0 +1,206 @@
+//! watchd's configuration and the wiring of its threads (SPEC §2, §4).
+//!
+//! ```text
+//! API server ─▶ watchd-kube ─(tokio mpsc, bounded)─▶ watchd-process ─(crossbeam, bounded)─▶ watchd-upload ─▶ sink
+//! ```
+//!
+//! Shutdown (SIGTERM/SIGINT): the watchers stop, which closes the channel
+//! to the process thread, which ends and closes the channel to the upload
+//! thread, which sends what is batched and ends. The whole drain is bounded
+//! by `HIK8S_SHUTDOWN_GRACE_SECS`.
+
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shared::config::{Config, ConfigError, OrExit, VarSpec};
+use shared::health::Health;
+use shared::metrics::{MetricsServer, Registry};
+use shared::shutdown::Shutdown;
+use shared::sink::Sink;
+
+use crate::batch::{Batcher, INTAKE_JSON_LIMIT};
+use crate::kube_thread::{KubeSettings, KubeThread, WatchMsg};
+use crate::metrics::Metrics;
+use crate::process::{Processor, Record};
+use crate::resources::{Target, default_targets, parse_exclude, parse_resources};
+use crate::status::WatchStatus;
+use crate::upload::{self, Uploader};
+
+/// Watch events in flight between the kube and process threads. Small:
+/// under backpressure the watchers wait, the API server is the buffer.
+const EVENT_CHANNEL: usize = 64;
+/// Serialized records in flight between the process and upload threads.
+const RECORD_CHANNEL: usize = 256;
+
+/// watchd's own variables.
+pub const VARS: &[VarSpec] = &[
+    VarSpec::new(
+        "WATCHD_RESOURCES",
+        "comma-separated built-in resources to watch, kubectl's plural[.group] form (pods, deployments.apps, ...)",
+    )
+    .default_described("pods, deployments/replicasets/daemonsets/statefulsets.apps, services, namespaces, nodes, ingresses.networking.k8s.io, serviceaccounts, roles/clusterroles/clusterrolebindings.rbac.authorization.k8s.io, storageclasses.storage.k8s.io, events"),
+    VarSpec::new("WATCHD_EXCLUDE", "comma-separated plural[.group] names or kinds never shipped (built-in or custom)"),
+    VarSpec::new("WATCHD_BATCH_MAX_BYTES", "flush a route's batch at this size (at most 1 MiB)").default("512KiB"),
+    VarSpec::new("WATCHD_BATCH_LINGER_MS", "flush a non-empty batch after this long").default("1000"),
+    VarSpec::new("WATCHD_METRICS_ADDR", "/metrics, /healthz and /readyz listen address; off disables").default("0.0.0.0:9601"),
+];
+
+/// watchd's settings, checked.
+#[derive(Debug)]
+pub struct Settings {
+    pub targets: Vec<Target>,
+    pub exclude: Vec<String>,
+    pub batch_max_bytes: usize,
+    pub linger: Duration,
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// Reads and checks watchd's own variables.
+pub fn settings(config: &Config) -> Result<Settings, ConfigError> {
+    let exclude = parse_exclude(config.value("WATCHD_EXCLUDE").unwrap_or_default());
+    let targets = match config.value("WATCHD_RESOURCES") {
+        Some(value) => {
+            parse_resources(value).map_err(|e| config.invalid("WATCHD_RESOURCES", e.to_string()))?
+        }
+        None => default_targets(),
+    };
+    let targets = targets
+        .into_iter()
+        .filter(|t| !t.is_excluded(&exclude))
+        .collect();
+    let max = config.bytes("WATCHD_BATCH_MAX_BYTES")?;
+    if max > INTAKE_JSON_LIMIT as u64 || max < 1024 {
+        return Err(config.invalid(
+            "WATCHD_BATCH_MAX_BYTES",
+            format!("{max} is not between 1 KiB and 1 MiB (the intake reads at most 1 MiB of a JSON body)"),
+        ));
+    }
+    Ok(Settings {
+        targets,
+        exclude,
+        batch_max_bytes: max as usize,
+        linger: config.millis("WATCHD_BATCH_LINGER_MS")?,
+        metrics_addr: config.socket_addr_or_off("WATCHD_METRICS_ADDR")?,
+    })
+}
+
+/// Runs watchd until SIGTERM/SIGINT; returns the exit status.
+pub fn run() -> i32 {
+    let config = Config::from_env_and_args("watchd", VARS).or_exit();
+    shared::logging::init(&config.common().log_filter);
+    let settings = settings(&config).or_exit();
+    let grace = config.common().shutdown_grace;
+    let sink = match Sink::open(&config.common().sink) {
+        Ok(sink) => sink,
+        Err(e) => Err(config.invalid("HIK8S_SINK", e.to_string())).or_exit(),
+    };
+    let shutdown = match Shutdown::install("watchd") {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install the signal handler: {e}");
+            return 1;
+        }
+    };
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let health = Health::new();
+    let status = WatchStatus::new(health.clone(), metrics.clone());
+
+    let (event_tx, event_rx) = tokio::sync::mpsc::channel::<WatchMsg>(EVENT_CHANNEL);
+    let (record_tx, record_rx) = crossbeam_channel::bounded::<Record>(RECORD_CHANNEL);
+    let give_up = Shutdown::new();
+
+    let batcher = Batcher::new(settings.batch_max_bytes, settings.linger);
+    let (upload_done_tx, upload_done) = crossbeam_channel::bounded::<()>(1);
+    let upload_thread = {
+        let (metrics, health, give_up) = (metrics.clone(), health.clone(), give_up.clone());
+        thread::Builder::new()
+            .name("watchd-upload".into())
+            .spawn(move || {
+                let _alive = health.watch_thread("watchd-upload");
+                let uploader = Uploader::new(&sink, metrics.clone(), give_up);
+                if let Err(gave_up) = upload::run(record_rx, batcher, uploader, &metrics) {
+                    log::warn!(
+                        "shutdown grace period over: {} records were not delivered",
+                        gave_up.records
+                    );
+                }
+                drop(upload_done_tx);
+            })
+            .expect("spawning watchd-upload")
+    };
+    let process_thread = {
+        let (metrics, health) = (metrics.clone(), health.clone());
+        thread::Builder::new()
+            .name("watchd-process".into())
+            .spawn(move || {
+                let _alive = health.watch_thread("watchd-process");
+                process_loop(event_rx, record_tx, metrics)
+            })
+            .expect("spawning watchd-process")
+    };
+    let kube = KubeThread::start(
+        KubeSettings {
+            targets: settings.targets,
+            exclude: settings.exclude,
+        },
+        event_tx,
+        status,
+        metrics,
+    );
+    let kube = match kube {
+        Ok(kube) => kube,
+        Err(e) => {
+            eprintln!("watchd: configuration error: KUBECONFIG: {e}");
+            return 2;
+        }
+    };
+    let _server = match settings.metrics_addr {
+        Some(addr) => match MetricsServer::start("watchd", addr, registry, health, &shutdown) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                eprintln!("watchd: configuration error: WATCHD_METRICS_ADDR: {e}");
+                return 2;
+            }
+        },
+        None => None,
+    };
+
+    shutdown.wait();
+    let deadline = std::time::Instant::now() + grace;
+    // The watchers stop, which closes the channels one after the other:
+    // process, then upload, which sends what is batched.
+    kube.stop();
+    kube.join();
+    // Nothing is ever sent: the channel disconnects when the upload ends.
+    if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = upload_done.recv_deadline(deadline) {
+        give_up.trigger();
+    }
+    let _ = upload_thread.join();
+    let _ = process_thread.join();
+    log::info!("stopped");
+    0
+}
+
+/// The process thread: watch events in, records out, until the kube thread
+/// is gone (or the upload thread, at the end of a shutdown).
+fn process_loop(
+    mut events: tokio::sync::mpsc::Receiver<WatchMsg>,
+    records: crossbeam_channel::Sender<Record>,
+    metrics: Metrics,
+) {
+    let mut processor = Processor::new(metrics);
+    while let Some(msg) = events.blocking_recv() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut closed = false;
+        processor.handle(msg, now, &mut |record| {
+            closed |= records.send(record).is_err();
+        });
+        if closed {
+            return;
+        }
+    }
+}

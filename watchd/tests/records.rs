@@ -1,0 +1,126 @@
+//! Records of built-in and custom resources against the real binary: the
+//! fixtures arrive as `initapply`, stripped and typed; updates as `apply`,
+//! deletions as `delete`; heartbeat-only updates are skipped.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+use support::{Watchd, count, fixtures_dir, wait_intake};
+use testkit::apiserver::ApiServer;
+use testkit::intake::Intake;
+
+/// (route, kind, namespace/name) of every object the fixtures create.
+fn fixture_objects() -> BTreeSet<(String, String, String)> {
+    let mut set = BTreeSet::new();
+    for entry in std::fs::read_dir(fixtures_dir()).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        let record: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("readable")).expect("JSON");
+        if record["event_type"] == "delete" {
+            continue;
+        }
+        let o = &record["json"];
+        let api_version = o["apiVersion"].as_str().expect("apiVersion");
+        let kind = o["kind"].as_str().expect("kind").to_string();
+        let builtin = ["v1", "apps/v1"].contains(&api_version);
+        let route = match (kind.as_str(), builtin) {
+            ("Event", _) => "events",
+            (_, true) => "resources",
+            _ => "customresources",
+        };
+        let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = o["metadata"]["name"].as_str().expect("name");
+        set.insert((route.to_string(), kind, format!("{ns}/{name}")));
+    }
+    set
+}
+
+#[test]
+fn fixtures_arrive_as_initapply_stripped_and_typed_then_updates_and_deletions_follow() {
+    let api = ApiServer::start();
+    api.load_fixtures(&fixtures_dir()).expect("fixtures load");
+    let intake = Intake::start();
+    let watchd = Watchd::start(&api, &intake, &[]);
+    let expected = fixture_objects();
+    assert!(expected.len() >= 10, "{expected:?}");
+
+    let initapplied = |intake: &Intake| -> BTreeSet<(String, String, String)> {
+        ["resources", "customresources", "events"]
+            .iter()
+            .flat_map(|route| {
+                intake
+                    .records(route)
+                    .into_iter()
+                    .filter(|r| r["event_type"] == "initapply")
+                    .map(|r| {
+                        let (_, kind, name) = support::summary(&r);
+                        (route.to_string(), kind, name)
+                    })
+            })
+            .collect()
+    };
+    wait_intake(&intake, &watchd, "every fixture object as initapply", |i| {
+        expected.is_subset(&initapplied(i))
+    });
+    watchd.wait_ready();
+
+    for route in ["resources", "customresources", "events"] {
+        for r in intake.records(route) {
+            let o = &r["json"];
+            assert!(o["apiVersion"].is_string() && o["kind"].is_string(), "{r}");
+            assert!(r["timestamp"].is_u64(), "{r}");
+            let text = o.to_string();
+            assert!(!text.contains("fieldsV1"), "{text}");
+            assert!(!text.contains("last-applied-configuration"), "{text}");
+            if let Some(mf) = o["metadata"]["managedFields"].as_array() {
+                assert!(
+                    mf.iter()
+                        .all(|e| e["manager"].is_string() && e["time"].is_string()),
+                    "{text}"
+                );
+            }
+        }
+    }
+    // No object twice in the first lists.
+    let initapply_count: usize = ["resources", "customresources", "events"]
+        .iter()
+        .map(|r| {
+            intake
+                .records(r)
+                .iter()
+                .filter(|x| x["event_type"] == "initapply")
+                .count()
+        })
+        .sum();
+    assert_eq!(initapply_count, initapplied(&intake).len());
+
+    // An update: apply. A deletion: delete.
+    let pod = api
+        .get("v1", "Pod", Some("examples"), "test1-656b95f57-mddjc")
+        .expect("fixture pod");
+    api.patch_merge(
+        "v1",
+        "Pod",
+        Some("examples"),
+        "test1-656b95f57-mddjc",
+        json!({"metadata": {"labels": {"changed": "yes"}}}),
+    );
+    wait_intake(&intake, &watchd, "the pod's apply", |i| {
+        i.records("resources").iter().any(|r| {
+            r["event_type"] == "apply" && r["json"]["metadata"]["labels"]["changed"] == "yes"
+        })
+    });
+    api.delete("v1", "Pod", Some("examples"), "test1-656b95f57-mddjc");
+    wait_intake(&intake, &watchd, "the pod's delete", |i| {
+        count(i, "resources", "delete", "test1-656b95f57-mddjc") == 1
+    });
+    let deleted = intake
+        .records("resources")
+        .into_iter()
+        .find(|r| r["event_type"] == "delete")
+        .expect("found");
+    assert_eq!(deleted["json"]["metadata"]["uid"], pod["metadata"]["uid"]);
+    assert_eq!(deleted["json"]["kind"], "Pod");
+}
