@@ -535,6 +535,18 @@ fn frozen_watches_lose_the_events_and_dropped_watches_end() {
 }
 
 #[test]
+fn broken_watch_connections_close_without_the_final_chunk() {
+    let server = ApiServer::start();
+    let addr = server.addr();
+    server.create(pod("ns", "a"));
+    let mut watch = Watch::open(addr, "/api/v1/pods?watch=1");
+    assert_eq!(watch.event()["type"], "ADDED");
+    server.break_watch_connections();
+    assert_eq!(watch.raw_rest(), b"", "the connection closes mid-stream");
+    assert!(server.wait_for(DEADLINE, |s| s.open_watches() == 0));
+}
+
+#[test]
 fn deleting_a_crd_deletes_its_objects_and_ends_their_watches() {
     let server = ApiServer::start();
     let addr = server.addr();

@@ -281,15 +281,26 @@ users:
         self.shared().store.lock().expect("store lock").compact();
     }
 
-    /// Ends every open watch stream and closes its connection, as a
-    /// restarting API server or a broken connection does. Clients re-watch
-    /// from the last resourceVersion they saw.
+    /// Ends every open watch stream cleanly (the final chunk, as at a
+    /// `timeoutSeconds`; the connection stays open for further requests).
+    /// Clients re-watch from the last resourceVersion they saw.
     pub fn drop_watches(&self) {
         self.shared()
             .store
             .lock()
             .expect("store lock")
-            .drop_watches();
+            .drop_watches(false);
+    }
+
+    /// Closes the connection of every open watch in the middle of its
+    /// stream (no final chunk), as a crashed server or a broken network
+    /// does: clients see an incomplete body, then re-watch.
+    pub fn break_watch_connections(&self) {
+        self.shared()
+            .store
+            .lock()
+            .expect("store lock")
+            .drop_watches(true);
     }
 
     /// While frozen, writes are not delivered to watch streams that are

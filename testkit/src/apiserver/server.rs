@@ -73,7 +73,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         if let Ok(mut store) = self.shared.store.lock() {
-            store.drop_watches();
+            store.drop_watches(true);
         }
         // Wake the accept call so it sees `stopping`.
         let _ = TcpStream::connect(self.shared.addr);

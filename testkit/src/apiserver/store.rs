@@ -46,6 +46,17 @@ pub(crate) struct Event {
     pub rv: u64,
 }
 
+/// What an open watch receives.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    Event(Arc<Event>),
+    /// The server ends the watch: with the final chunk (`abrupt: false`,
+    /// the connection stays usable), or by closing the connection.
+    End {
+        abrupt: bool,
+    },
+}
+
 /// Where a watch starts.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum WatchFrom {
@@ -57,13 +68,13 @@ pub(crate) enum WatchFrom {
 }
 
 /// A registered watch: its backlog and the channel of live events. The
-/// channel disconnects when the watch is dropped by the server.
+/// channel disconnects when the watch's resource goes away (CRD deleted).
 pub(crate) struct Subscription {
     pub id: u64,
     /// The resourceVersion when the watch registered.
     pub rv: u64,
     pub backlog: Vec<Arc<Event>>,
-    pub events: Receiver<Arc<Event>>,
+    pub events: Receiver<Delivery>,
 }
 
 /// One page of a list.
@@ -84,7 +95,7 @@ struct Snapshot {
 struct Watcher {
     id: u64,
     resource: ResourceId,
-    tx: Sender<Arc<Event>>,
+    tx: Sender<Delivery>,
 }
 
 /// (namespace, or "" for cluster-scoped objects; name): the real server's
@@ -134,9 +145,11 @@ impl Store {
         self.snapshots.clear();
     }
 
-    /// Disconnects every open watch.
-    pub fn drop_watches(&mut self) {
-        self.watchers.clear();
+    /// Ends every open watch, cleanly or by closing its connection.
+    pub fn drop_watches(&mut self, abrupt: bool) {
+        for w in self.watchers.drain(..) {
+            let _ = w.tx.send(Delivery::End { abrupt });
+        }
     }
 
     pub fn unsubscribe(&mut self, id: u64) {
@@ -451,7 +464,7 @@ impl Store {
         if !self.frozen {
             for w in self.watchers.iter().filter(|w| w.resource == t.id) {
                 // A receiver gone means its watch is ending; it unsubscribes.
-                let _ = w.tx.send(event.clone());
+                let _ = w.tx.send(Delivery::Event(event.clone()));
             }
         }
         if t.id == crd_resource() {

@@ -4,23 +4,22 @@
 
 use std::io;
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::{Value, json};
 
 use super::http;
 use super::routes::{WatchPlan, present};
 use super::server::Shared;
-use super::store::{Event, WatchFrom};
+use super::store::{Delivery, Event, WatchFrom};
 
 /// How a watch ended.
 pub(crate) enum WatchEnd {
     /// The body ended normally (timeout, expired): the connection may serve
     /// further requests.
     Finished,
-    /// The server dropped the watch: close the connection.
+    /// The server broke the watch off: close the connection at once.
     Dropped,
 }
 
@@ -90,18 +89,23 @@ pub(crate) fn serve(
                 .map_err(|_| RecvTimeoutError::Disconnected),
         };
         match received {
-            Ok(event) => {
-                send_event(stream, plan, &event)?;
-                last_rv = last_rv.max(event.rv);
+            Ok(delivery) => {
+                if let Some(end) = deliver(stream, plan, delivery, &mut last_rv)? {
+                    return Ok(end);
+                }
             }
             Err(RecvTimeoutError::Disconnected) => {
                 http::write_last_chunk(stream)?;
-                return Ok(WatchEnd::Dropped);
+                return Ok(WatchEnd::Finished);
             }
             Err(RecvTimeoutError::Timeout) => {
                 let ending = deadline.is_some_and(|d| Instant::now() >= d);
                 if plan.bookmarks && (ending || Instant::now() >= next_bookmark) {
-                    last_rv = bookmark_now(shared, stream, plan, &sub.events, last_rv)?;
+                    if let Some(end) =
+                        bookmark_now(shared, stream, plan, &sub.events, &mut last_rv)?
+                    {
+                        return Ok(end);
+                    }
                     next_bookmark = Instant::now() + shared.bookmark_interval();
                 }
                 if ending {
@@ -113,31 +117,54 @@ pub(crate) fn serve(
     }
 }
 
+/// Sends an event, or ends the watch as the server asked.
+fn deliver(
+    stream: &mut TcpStream,
+    plan: &WatchPlan,
+    delivery: Delivery,
+    last_rv: &mut u64,
+) -> io::Result<Option<WatchEnd>> {
+    match delivery {
+        Delivery::Event(event) => {
+            send_event(stream, plan, &event)?;
+            *last_rv = (*last_rv).max(event.rv);
+            Ok(None)
+        }
+        Delivery::End { abrupt: true } => Ok(Some(WatchEnd::Dropped)),
+        Delivery::End { abrupt: false } => {
+            http::write_last_chunk(stream)?;
+            Ok(Some(WatchEnd::Finished))
+        }
+    }
+}
+
 /// Sends a BOOKMARK at the current resourceVersion, unless delivery is
 /// frozen. Events already queued are sent first, so the bookmark never
-/// claims an event that has not been sent. Returns the last rv sent.
+/// claims an event that has not been sent. Returns how the watch ends if
+/// the server ended it meanwhile.
 fn bookmark_now(
     shared: &Shared,
     stream: &mut TcpStream,
     plan: &WatchPlan,
-    events: &crossbeam_channel::Receiver<Arc<Event>>,
-    mut last_rv: u64,
-) -> io::Result<u64> {
+    events: &Receiver<Delivery>,
+    last_rv: &mut u64,
+) -> io::Result<Option<WatchEnd>> {
     let (rv, frozen) = {
         let store = shared.store.lock().expect("store lock");
         (store.rv(), store.frozen)
     };
     if frozen {
-        return Ok(last_rv);
+        return Ok(None);
     }
     // Every event up to `rv` was queued under the lock before we read it.
-    while let Ok(event) = events.try_recv() {
-        send_event(stream, plan, &event)?;
-        last_rv = last_rv.max(event.rv);
+    while let Ok(delivery) = events.try_recv() {
+        if let Some(end) = deliver(stream, plan, delivery, last_rv)? {
+            return Ok(Some(end));
+        }
     }
-    last_rv = last_rv.max(rv);
-    send_bookmark(stream, plan, last_rv, false)?;
-    Ok(last_rv)
+    *last_rv = (*last_rv).max(rv);
+    send_bookmark(stream, plan, *last_rv, false)?;
+    Ok(None)
 }
 
 fn line(event: &Value) -> Vec<u8> {

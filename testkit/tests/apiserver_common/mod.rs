@@ -191,6 +191,13 @@ impl Watch {
         self.next().expect("an event, not the end of the stream")
     }
 
+    /// The bytes left until the server closes the connection.
+    pub fn raw_rest(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).expect("read to the end");
+        rest
+    }
+
     /// Every remaining event up to the end of the stream.
     pub fn rest(&mut self) -> Vec<Value> {
         std::iter::from_fn(|| self.next()).collect()
