@@ -326,6 +326,9 @@ impl Tailer {
             if used >= max_bytes {
                 break;
             }
+            if self.waits_for_predecessor(key) {
+                continue;
+            }
             self.cursor = key.0 + 1;
             if let Some(chunk) = self.read_file(key, max_bytes - used, &now) {
                 used += chunk.lines.len();
@@ -333,6 +336,21 @@ impl Tailer {
             }
         }
         chunks
+    }
+
+    /// True when an older file of the same container and restart (one
+    /// rotated away, or replaced) is still being read to its end: the lines
+    /// of `<n>.log` reach the intake in the order they were written.
+    fn waits_for_predecessor(&self, key: FileKey) -> bool {
+        let Some(f) = self.files.get(&key) else {
+            return false;
+        };
+        f.release.is_none()
+            && self.files.range(..key).any(|(_, older)| {
+                older.release.is_some()
+                    && older.container_key == f.container_key
+                    && older.log.restart == f.log.restart
+            })
     }
 
     /// The intake acknowledged (or definitively dropped) the chunk. Repeated
@@ -667,6 +685,41 @@ impl Tailer {
         let mut out = Vec::new();
         let mut lines = 0;
         let end = loop {
+            // Lines in what is held or was just read first, then more bytes.
+            if f.skipping {
+                let skip = match memchr(b'\n', scratch) {
+                    Some(i) => {
+                        f.skipping = false;
+                        i + 1
+                    }
+                    None => scratch.len(),
+                };
+                f.reader.consume(skip);
+                scratch.drain(..skip);
+            }
+            let r = f.parser.parse(
+                scratch,
+                f.reader.offset(),
+                budget.saturating_sub(out.len()),
+                now,
+                &mut out,
+            );
+            lines += r.lines;
+            f.reader.consume(r.consumed);
+            scratch.drain(..r.consumed);
+            if scratch.len() >= max_physical_line {
+                // No newline in sight: output what is held as a line (cut
+                // to the cap) and drop the rest of it.
+                let start = f.reader.offset();
+                let end = start + scratch.len() as u64;
+                let valid = std::str::from_utf8(scratch).is_ok();
+                lines += f
+                    .parser
+                    .push_line(scratch, valid, start, end, now, &mut out);
+                f.reader.consume(scratch.len());
+                scratch.clear();
+                f.skipping = true;
+            }
             if out.len() >= budget {
                 break ReadEnd::Paused;
             }
@@ -691,43 +744,7 @@ impl Tailer {
                     f.dirty = false;
                     break ReadEnd::Paused;
                 }
-                Ok(Fill::Read(n)) => {
-                    self.stats.bytes_read += n as u64;
-                    if f.skipping {
-                        let skip = match memchr(b'\n', scratch) {
-                            Some(i) => {
-                                f.skipping = false;
-                                i + 1
-                            }
-                            None => scratch.len(),
-                        };
-                        f.reader.consume(skip);
-                        scratch.drain(..skip);
-                    }
-                    let r = f.parser.parse(
-                        scratch,
-                        f.reader.offset(),
-                        budget - out.len(),
-                        now,
-                        &mut out,
-                    );
-                    lines += r.lines;
-                    f.reader.consume(r.consumed);
-                    scratch.drain(..r.consumed);
-                    if scratch.len() >= max_physical_line {
-                        // No newline in sight: output what is held as a line
-                        // (cut to the cap) and drop the rest of it.
-                        let start = f.reader.offset();
-                        let end = start + scratch.len() as u64;
-                        let valid = std::str::from_utf8(scratch).is_ok();
-                        lines += f
-                            .parser
-                            .push_line(scratch, valid, start, end, now, &mut out);
-                        f.reader.consume(scratch.len());
-                        scratch.clear();
-                        f.skipping = true;
-                    }
-                }
+                Ok(Fill::Read(n)) => self.stats.bytes_read += n as u64,
             }
         };
         if matches!(end, ReadEnd::Finished | ReadEnd::Truncated) {
@@ -894,7 +911,15 @@ impl Tailer {
             .files
             .values()
             .filter(|f| f.release == Some(Release::Deleted))
-            .map(|f| (f.key, f.reader.size()))
+            .map(|f| {
+                (
+                    f.key,
+                    f.reader
+                        .file()
+                        .metadata()
+                        .map_or(f.reader.size(), |m| m.len()),
+                )
+            })
             .collect();
         let mut count = deleted.len();
         let mut bytes: u64 = deleted.iter().map(|(_, size)| size).sum();
