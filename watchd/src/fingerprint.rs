@@ -4,7 +4,9 @@
 //! to HiK8s: they differ at most in `metadata.resourceVersion`, in
 //! `metadata.managedFields[].time`, or in heartbeat times (a Node's
 //! `status.conditions[].lastHeartbeatTime`, a Lease's `spec.renewTime`),
-//! which change every few seconds on a healthy cluster.
+//! which change every few seconds on a healthy cluster. A Lease's
+//! `metadata.generation` is ignored too: where a server bumps it, it only
+//! follows `spec` changes, which are themselves hashed.
 //!
 //! The hash is stable within a process (SipHash with fixed keys), which is
 //! all watchd needs: fingerprints are kept in memory only.
@@ -26,7 +28,10 @@ pub fn fingerprint(object: &Value) -> u64 {
     for (key, value) in map {
         key.hash(&mut h);
         match (key.as_str(), kind) {
-            ("metadata", _) => hash_metadata(value, &mut h),
+            ("metadata", "Lease") => {
+                hash_metadata(value, &["resourceVersion", "generation"], &mut h)
+            }
+            ("metadata", _) => hash_metadata(value, &["resourceVersion"], &mut h),
             ("status", "Node") => {
                 hash_skipping_nested(value, "conditions", "lastHeartbeatTime", &mut h)
             }
@@ -37,14 +42,18 @@ pub fn fingerprint(object: &Value) -> u64 {
     h.finish()
 }
 
-fn hash_metadata(metadata: &Value, h: &mut DefaultHasher) {
+/// Hashes `metadata` without the `skip` fields, and its managedFields
+/// without their times.
+fn hash_metadata(metadata: &Value, skip: &[&str], h: &mut DefaultHasher) {
     let Some(map) = metadata.as_object() else {
         return hash_value(metadata, h);
     };
     tag(b'{', h);
     for (key, value) in map {
+        if skip.contains(&key.as_str()) {
+            continue;
+        }
         match key.as_str() {
-            "resourceVersion" => continue,
             "managedFields" => {
                 key.hash(h);
                 hash_array_of_objects_skipping(value, &["time"], h);
@@ -178,7 +187,7 @@ mod tests {
     fn lease_renewals_do_not_count_but_holder_changes_do() {
         let lease = |rv: &str, renew: &str, holder: &str| {
             json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                   "metadata": {"name": "l", "resourceVersion": rv},
+                   "metadata": {"name": "l", "resourceVersion": rv, "generation": rv.parse::<u64>().expect("a number")},
                    "spec": {"holderIdentity": holder, "renewTime": renew, "leaseDurationSeconds": 40}})
         };
         let a = lease("1", "2024-12-01T10:00:00.000000Z", "node-a");

@@ -124,3 +124,79 @@ fn fixtures_arrive_as_initapply_stripped_and_typed_then_updates_and_deletions_fo
     assert_eq!(deleted["json"]["metadata"]["uid"], pod["metadata"]["uid"]);
     assert_eq!(deleted["json"]["kind"], "Pod");
 }
+
+#[test]
+fn heartbeat_only_updates_of_nodes_and_leases_are_skipped_and_a_label_change_is_sent() {
+    let api = ApiServer::start();
+    let time = |s: u32| format!("2024-12-01T10:{:02}:{:02}Z", s / 60, s % 60);
+    api.create(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "node-1", "labels": {"tier": "a"}},
+        "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+            "lastHeartbeatTime": time(0), "lastTransitionTime": time(0)}]}
+    }));
+    api.create(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "node-1", "namespace": "kube-node-lease"},
+        "spec": {"holderIdentity": "node-1", "leaseDurationSeconds": 40, "renewTime": "2024-12-01T10:00:00.000000Z"}
+    }));
+    let intake = Intake::start();
+    let watchd = Watchd::start(
+        &api,
+        &intake,
+        &[("WATCHD_RESOURCES", "nodes,leases.coordination.k8s.io")],
+    );
+    wait_intake(&intake, &watchd, "the node and the lease", |i| {
+        count(i, "resources", "initapply", "node-1") == 2
+    });
+
+    for s in 1..=20 {
+        api.patch_merge("v1", "Node", None, "node-1", json!({"status": {"conditions": [{"type": "Ready", "status": "True",
+            "reason": "KubeletReady", "lastHeartbeatTime": time(s * 10), "lastTransitionTime": time(0)}]}}));
+        api.patch_merge(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("kube-node-lease"),
+            "node-1",
+            json!({"spec": {"renewTime": format!("2024-12-01T10:00:{:02}.000000Z", s)}}),
+        );
+    }
+    api.patch_merge(
+        "v1",
+        "Node",
+        None,
+        "node-1",
+        json!({"metadata": {"labels": {"tier": "b"}}}),
+    );
+    api.patch_merge(
+        "coordination.k8s.io/v1",
+        "Lease",
+        Some("kube-node-lease"),
+        "node-1",
+        json!({"metadata": {"labels": {"changed": "yes"}}}),
+    );
+    wait_intake(&intake, &watchd, "the label changes", |i| {
+        i.records("resources")
+            .iter()
+            .filter(|r| r["event_type"] == "apply")
+            .count()
+            >= 2
+            && i.records("resources").iter().any(|r| {
+                r["json"]["kind"] == "Lease" && r["json"]["metadata"]["labels"]["changed"] == "yes"
+            })
+            && i.records("resources").iter().any(|r| {
+                r["json"]["kind"] == "Node" && r["json"]["metadata"]["labels"]["tier"] == "b"
+            })
+    });
+    let applies: Vec<Value> = intake
+        .records("resources")
+        .into_iter()
+        .filter(|r| r["event_type"] == "apply")
+        .collect();
+    assert_eq!(applies.len(), 2, "only the label changes: {applies:#?}");
+    let skipped = watchd.get("/metrics").1;
+    assert!(
+        skipped.contains("watchd_skipped_duplicates_total{route=\"resources\"} 40"),
+        "{skipped}"
+    );
+}
