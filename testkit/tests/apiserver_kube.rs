@@ -88,51 +88,65 @@ where
     }
 }
 
+/// What watchd needs from discovery, whichever way it was run.
+fn check_discovery(discovery: &Discovery) {
+    for group in [
+        "",
+        "apps",
+        "networking.k8s.io",
+        "rbac.authorization.k8s.io",
+        "storage.k8s.io",
+        "coordination.k8s.io",
+        "apiextensions.k8s.io",
+        "example.com",
+    ] {
+        assert!(discovery.has_group(group), "group {group:?}");
+    }
+    let core = discovery.get("").expect("core group");
+    let (pods, caps) = core.recommended_kind("Pod").expect("pods");
+    assert_eq!(
+        (pods.plural.as_str(), pods.api_version.as_str()),
+        ("pods", "v1")
+    );
+    assert_eq!(caps.scope, Scope::Namespaced);
+    assert!(caps.supports_operation("watch"));
+    assert!(
+        caps.subresources.iter().any(|(r, _)| r.plural == "status"),
+        "pods/status"
+    );
+    let (nodes, caps) = core.recommended_kind("Node").expect("nodes");
+    assert_eq!(
+        (nodes.plural.as_str(), caps.scope),
+        ("nodes", Scope::Cluster)
+    );
+    let apps = discovery.get("apps").expect("apps");
+    let (deployments, _) = apps.recommended_kind("Deployment").expect("deployments");
+    assert_eq!(deployments.api_version, "apps/v1");
+
+    let custom = discovery.get("example.com").expect("CRD group");
+    assert_eq!(custom.preferred_version(), Some("v1"));
+    assert_eq!(custom.versions().collect::<Vec<_>>(), ["v1", "v1beta1"]);
+    let gvk = GroupVersionKind::gvk("example.com", "v1beta1", "Widget");
+    let (widgets, _) = discovery.resolve_gvk(&gvk).expect("served at v1beta1");
+    assert_eq!(widgets.plural, "widgets");
+}
+
 #[test]
 fn kube_discovery_finds_every_group_and_a_crds_versions() {
     let server = ApiServer::start();
     server.create(widget_crd());
     run(async {
-        let discovery = Discovery::new(client(&server).await)
+        let client = client(&server).await;
+        let discovery = Discovery::new(client.clone())
             .run()
             .await
             .expect("discovery");
-        for group in [
-            "",
-            "apps",
-            "networking.k8s.io",
-            "rbac.authorization.k8s.io",
-            "storage.k8s.io",
-            "coordination.k8s.io",
-            "apiextensions.k8s.io",
-            "example.com",
-        ] {
-            assert!(discovery.has_group(group), "group {group:?}");
-        }
-        let core = discovery.get("").expect("core group");
-        let (pods, caps) = core.recommended_kind("Pod").expect("pods");
-        assert_eq!(
-            (pods.plural.as_str(), pods.api_version.as_str()),
-            ("pods", "v1")
-        );
-        assert_eq!(caps.scope, Scope::Namespaced);
-        assert!(caps.supports_operation("watch"));
-        assert!(
-            caps.subresources.iter().any(|(r, _)| r.plural == "status"),
-            "pods/status"
-        );
-        let (nodes, caps) = core.recommended_kind("Node").expect("nodes");
-        assert_eq!(
-            (nodes.plural.as_str(), caps.scope),
-            ("nodes", Scope::Cluster)
-        );
-
-        let custom = discovery.get("example.com").expect("CRD group");
-        assert_eq!(custom.preferred_version(), Some("v1"));
-        assert_eq!(custom.versions().collect::<Vec<_>>(), ["v1", "v1beta1"]);
-        let gvk = GroupVersionKind::gvk("example.com", "v1beta1", "Widget");
-        let (widgets, _) = discovery.resolve_gvk(&gvk).expect("served at v1beta1");
-        assert_eq!(widgets.plural, "widgets");
+        check_discovery(&discovery);
+        let aggregated = Discovery::new(client)
+            .run_aggregated()
+            .await
+            .expect("aggregated discovery");
+        check_discovery(&aggregated);
     });
 }
 

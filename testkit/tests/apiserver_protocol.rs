@@ -112,6 +112,74 @@ fn discovery_serves_builtin_kinds_and_crd_groups_come_and_go() {
 }
 
 #[test]
+fn aggregated_discovery_is_served_when_asked_for() {
+    let server = ApiServer::start();
+    let addr = server.addr();
+    server.create(widget_crd());
+    let accept =
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    let fetch = |path: &str| {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        use std::io::{Read, Write};
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: t\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("read response");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(
+            head.contains(
+                "Content-Type: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+            ),
+            "{head}"
+        );
+        serde_json::from_str::<Value>(body).expect("JSON body")
+    };
+    let apis = fetch("/apis");
+    assert_eq!(apis["kind"], "APIGroupDiscoveryList");
+    let items = apis["items"].as_array().unwrap();
+    let widgets = items
+        .iter()
+        .find(|g| g["metadata"]["name"] == "example.com")
+        .expect("CRD group");
+    let versions: Vec<&Value> = widgets["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["version"])
+        .collect();
+    assert_eq!(
+        versions,
+        [&json!("v1"), &json!("v1beta1")],
+        "preferred version first"
+    );
+    assert_eq!(
+        widgets["versions"][0]["resources"][0]["resource"],
+        "widgets"
+    );
+    assert_eq!(
+        widgets["versions"][0]["resources"][0]["scope"],
+        "Namespaced"
+    );
+    let core = fetch("/api");
+    assert_eq!(core["items"].as_array().unwrap().len(), 1);
+    let resources = core["items"][0]["versions"][0]["resources"]
+        .as_array()
+        .unwrap();
+    let pods = resources
+        .iter()
+        .find(|r| r["resource"] == "pods")
+        .expect("pods");
+    assert_eq!(
+        pods["responseKind"],
+        json!({"group": "", "version": "v1", "kind": "Pod"})
+    );
+    assert_eq!(pods["subresources"][0]["subresource"], "status");
+}
+
+#[test]
 fn lists_have_list_kind_and_items_without_type_except_custom_resources() {
     let server = ApiServer::start();
     let addr = server.addr();

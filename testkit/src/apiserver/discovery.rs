@@ -1,6 +1,6 @@
 //! The discovery documents: `/version`, `/api`, `/api/v1`, `/apis`,
-//! `/apis/<group>` and `/apis/<group>/<version>`, as plain JSON (clients
-//! that ask for aggregated discovery first fall back to these).
+//! `/apis/<group>` and `/apis/<group>/<version>` as plain JSON, and the
+//! aggregated form of `/api` and `/apis` for clients that ask for it.
 
 use serde_json::{Value, json};
 
@@ -112,4 +112,73 @@ pub(crate) fn resource_list(catalog: &Catalog, group: &str, version: &str) -> Op
         "groupVersion": api_version(group, version),
         "resources": resources,
     }))
+}
+
+/// The media type of aggregated discovery documents.
+pub(crate) const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an `Accept` header asks for aggregated discovery (v2).
+pub(crate) fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|media| {
+        let params: Vec<&str> = media.split(';').map(str::trim).collect();
+        params.contains(&"g=apidiscovery.k8s.io")
+            && params.contains(&"v=v2")
+            && params.contains(&"as=APIGroupDiscoveryList")
+    })
+}
+
+/// Aggregated discovery (`apidiscovery.k8s.io/v2`): the core group for
+/// `/api`, every other group for `/apis`; versions in priority order.
+pub(crate) fn aggregated(catalog: &Catalog, core: bool) -> Value {
+    let items: Vec<Value> = catalog
+        .groups()
+        .iter()
+        .filter(|(name, _)| name.is_empty() == core)
+        .map(|(name, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|version| {
+                    let resources: Vec<Value> = catalog
+                        .all()
+                        .filter(|t| &t.id.group == name && t.serves(version))
+                        .map(|t| aggregated_resource(t, version))
+                        .collect();
+                    json!({"version": version, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            json!({"metadata": {"name": name}, "versions": versions})
+        })
+        .collect();
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
+    })
+}
+
+fn aggregated_resource(t: &ResourceType, version: &str) -> Value {
+    let kind = json!({"group": t.id.group, "version": version, "kind": t.kind});
+    let mut r = json!({
+        "resource": t.id.plural,
+        "responseKind": kind,
+        "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": t.singular,
+        "verbs": ALL_VERBS,
+    });
+    if !t.short_names.is_empty() {
+        r["shortNames"] = json!(t.short_names);
+    }
+    if !t.categories.is_empty() {
+        r["categories"] = json!(t.categories);
+    }
+    if t.has_status {
+        r["subresources"] = json!([{
+            "subresource": "status",
+            "responseKind": kind,
+            "verbs": ["get", "patch", "update"],
+        }]);
+    }
+    r
 }

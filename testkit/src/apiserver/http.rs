@@ -249,11 +249,12 @@ fn reason_phrase(code: u16) -> &'static str {
 pub(crate) fn write_json(
     stream: &mut TcpStream,
     code: u16,
+    content_type: &str,
     body: &[u8],
     close: bool,
 ) -> io::Result<()> {
     let mut out = format!(
-        "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nCache-Control: no-cache, private\r\nContent-Length: {}\r\n{}\r\n",
+        "HTTP/1.1 {code} {}\r\nContent-Type: {content_type}\r\nCache-Control: no-cache, private\r\nContent-Length: {}\r\n{}\r\n",
         reason_phrase(code),
         body.len(),
         if close { "Connection: close\r\n" } else { "" },

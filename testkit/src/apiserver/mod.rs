@@ -4,8 +4,10 @@
 //!
 //! # Implemented
 //! - Discovery: `/version` (v1.32.4), `/api`, `/api/v1`, `/apis`,
-//!   `/apis/<group>`, `/apis/<group>/<version>` as plain JSON (clients that
-//!   ask for aggregated discovery fall back to it). Built-in resources:
+//!   `/apis/<group>`, `/apis/<group>/<version>` as plain JSON, and
+//!   aggregated discovery (`apidiscovery.k8s.io/v2`, one request for `/api`
+//!   and one for `/apis`) when the `Accept` header asks for it, as kubectl
+//!   and kube's `Discovery::run_aggregated` do. Built-in resources:
 //!   pods, services, namespaces, nodes, serviceaccounts, configmaps,
 //!   secrets, core/v1 events, deployments, replicasets, daemonsets,
 //!   statefulsets, ingresses, roles, rolebindings, clusterroles,
@@ -13,8 +15,9 @@
 //!   each at `v1`, plus `<plural>/status` entries where the real server has
 //!   them.
 //! - CRDs: storing one (through [`ApiServer::create`] or REST) marks it
-//!   `Established` and serves its resource at every served version (the
-//!   storage version first); objects are stored once and returned with the
+//!   `Established` (storage version in `status.storedVersions`) and serves
+//!   its resource at every served version, in Kubernetes' version priority
+//!   order (`v2` > `v1` > `v1beta1` > `v1alpha1`); objects are stored once and returned with the
 //!   requested version's `apiVersion` (no conversion). Deleting the CRD
 //!   deletes its objects (DELETED events), ends their watches, and removes
 //!   the resource from discovery.
@@ -46,8 +49,8 @@
 //!   DELETE (immediate; returns the object). The server sets `uid`,
 //!   `creationTimestamp`, `generation` (bumped on `spec` changes) and
 //!   `resourceVersion` (one global counter).
-//! - Test controls on [`ApiServer`]: compact, drop watches, freeze watch
-//!   delivery, forbid a resource (403 Status for get, list and watch), and
+//! - Test controls on [`ApiServer`]: compact, end watches cleanly or break
+//!   their connections, freeze watch delivery, forbid a resource (403 Status for get, list and watch), and
 //!   a log of every request.
 //!
 //! # Not implemented

@@ -85,6 +85,8 @@ fn resource_route<'a>(group: &'a str, version: &'a str, rest: &[&'a str]) -> Rou
 pub(crate) enum Reply {
     /// A whole JSON body with this status code.
     Json(u16, Value),
+    /// An aggregated discovery document (200, its own media type).
+    AggregatedDiscovery(Value),
     /// A watch stream.
     Watch(Box<WatchPlan>),
 }
@@ -129,6 +131,17 @@ fn handle_inner(shared: &Shared, req: &Request) -> Result<Reply, ApiError> {
     };
     match route {
         Route::Version => Ok(Reply::Json(200, discovery::version())),
+        Route::CoreVersions | Route::GroupList
+            if req
+                .header("accept")
+                .is_some_and(discovery::wants_aggregated) =>
+        {
+            let core = route == Route::CoreVersions;
+            Ok(Reply::AggregatedDiscovery(discovery::aggregated(
+                &store().catalog,
+                core,
+            )))
+        }
         Route::CoreVersions => Ok(Reply::Json(
             200,
             discovery::core_versions(&shared.addr.to_string()),

@@ -10,6 +10,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use super::ApiRequest;
+use super::discovery;
 use super::http::{self, RequestReader};
 use super::routes::{self, Reply};
 use super::store::Store;
@@ -137,7 +138,7 @@ fn serve_connection(shared: &Shared, stream: TcpStream) -> io::Result<()> {
         let reply = routes::handle(shared, &req);
         let status = match &reply {
             Reply::Json(code, _) => *code,
-            Reply::Watch(_) => 200,
+            Reply::AggregatedDiscovery(_) | Reply::Watch(_) => 200,
         };
         shared
             .requests
@@ -153,7 +154,12 @@ fn serve_connection(shared: &Shared, stream: TcpStream) -> io::Result<()> {
         match reply {
             Reply::Json(code, body) => {
                 let body = serde_json::to_vec(&body).expect("JSON values serialize");
-                http::write_json(&mut out, code, &body, close)?;
+                http::write_json(&mut out, code, "application/json", &body, close)?;
+            }
+            Reply::AggregatedDiscovery(body) => {
+                let body = serde_json::to_vec(&body).expect("JSON values serialize");
+                let content_type = discovery::AGGREGATED_CONTENT_TYPE;
+                http::write_json(&mut out, 200, content_type, &body, close)?;
             }
             Reply::Watch(plan) => {
                 if let WatchEnd::Dropped = watch::serve(shared, &mut out, &plan)? {
