@@ -50,8 +50,8 @@
 //!   `creationTimestamp`, `generation` (bumped on `spec` changes) and
 //!   `resourceVersion` (one global counter).
 //! - Test controls on [`ApiServer`]: compact, end watches cleanly or break
-//!   their connections, freeze watch delivery, forbid a resource (403 Status for get, list and watch), and
-//!   a log of every request.
+//!   their connections, freeze watch delivery, forbid a resource (403
+//!   Status for get, list and watch), and a log of every request.
 //!
 //! # Not implemented
 //! Authentication and authorization (any or no token is accepted), YAML,
