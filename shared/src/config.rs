@@ -645,7 +645,12 @@ fn help_text(daemon: &str, specs: &[VarSpec]) -> String {
         };
         text.push_str(&format!("      default: {default}\n"));
         for alias in spec.aliases {
-            text.push_str(&format!("      alias: {alias} ({})\n", flag_of(alias)));
+            // `https_proxy` has the same flag as `HTTPS_PROXY`: say so once.
+            if flag_of(alias) == spec.flag() {
+                text.push_str(&format!("      alias: {alias}\n"));
+            } else {
+                text.push_str(&format!("      alias: {alias} ({})\n", flag_of(alias)));
+            }
         }
     }
     text.push_str(
