@@ -1,3 +1,14 @@
+//! logd: tails every container log under /var/log/pods and ships every line
+//! to the HiK8s intake (or stdout). See ARCHITECTURE.md.
+
+mod daemon;
+
+use shared::config::OrExit;
+
+use crate::daemon::settings::Settings;
+
 fn main() {
-    println!("logd {}", env!("CARGO_PKG_VERSION"));
+    let settings = Settings::load().or_exit();
+    shared::logging::init(&settings.common.log_filter);
+    std::process::exit(daemon::run(settings));
 }

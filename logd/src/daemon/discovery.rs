@@ -251,7 +251,10 @@ impl Discovery {
             Level::ContainerDir => CONTAINER_MASK,
             Level::LinkedFile => LINKED_FILE_MASK,
         };
-        let result = if self.max_watches.is_some_and(|max| self.watches.len() >= max) {
+        let result = if self
+            .max_watches
+            .is_some_and(|max| self.watches.len() >= max)
+        {
             Err(io::Error::from_raw_os_error(28)) // ENOSPC, as the kernel says it
         } else {
             self.inotify.watches().add(path, mask)

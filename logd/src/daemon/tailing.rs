@@ -1,0 +1,221 @@
+//! The `logd-parse` thread: drives the tailing core. It turns discovery's
+//! hints into reads, sends the lines on in chunks, takes acknowledgements
+//! back, and hands the committable offsets to the checkpoint writer.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, select};
+use logd::{AckToken, Checkpoints, Chunk, Stats, Tailer};
+use shared::health::Health;
+use shared::shutdown::Shutdown;
+
+use super::discovery::Change;
+use super::metrics::Metrics;
+
+/// Output bytes per read round: one message to the batcher. Small enough to
+/// keep memory flat, large enough to amortise the channel hop.
+const READ_BUDGET: usize = 256 * 1024;
+/// Checkpoints are written at most this often while data flows (SPEC §3).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Out of inotify watches, the tree is rescanned this often instead.
+const DEGRADED_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Tailing {
+    pub tailer: Tailer,
+    pub changes: Receiver<Change>,
+    pub chunks: Sender<Vec<Chunk>>,
+    pub acks: Receiver<Vec<AckToken>>,
+    pub checkpoints: Sender<Checkpoints>,
+    pub shutdown: Shutdown,
+    pub metrics: Metrics,
+    pub health: Health,
+}
+
+/// Timers of the loop; `None` when nothing is due, so an idle logd sleeps.
+struct Due {
+    /// Acknowledgements came since the last checkpoint.
+    checkpoint: Option<Instant>,
+    last_checkpoint: Instant,
+    rescan: Option<Instant>,
+}
+
+impl Due {
+    fn next(&self) -> Option<Instant> {
+        [self.checkpoint, self.rescan].into_iter().flatten().min()
+    }
+}
+
+impl Tailing {
+    pub fn run(mut self) {
+        self.tailer.scan();
+        // Saved at once, so a crash before the first acknowledgement is not
+        // taken for a very first start (which would skip rotated files).
+        let _ = self.checkpoints.send(self.tailer.checkpoint());
+        let mut last_stats = Stats::default();
+        self.publish_stats(&mut last_stats);
+        self.health.set_ready();
+
+        let mut due = Due {
+            checkpoint: None,
+            last_checkpoint: Instant::now(),
+            rescan: None,
+        };
+        while !self.shutdown.is_triggered() {
+            if !self.read_and_send(&mut due) {
+                break;
+            }
+            self.publish_stats(&mut last_stats);
+            if !self.wait(&mut due) {
+                break;
+            }
+            let now = Instant::now();
+            if due.rescan.is_some_and(|at| at <= now) {
+                self.tailer.scan();
+                due.rescan = Some(now + DEGRADED_RESCAN_INTERVAL);
+            }
+            self.checkpoint_if_due(&mut due);
+        }
+        self.drain();
+    }
+
+    /// Hands the committable offsets to the checkpoint writer, at most once
+    /// a second while data flows.
+    fn checkpoint_if_due(&mut self, due: &mut Due) {
+        let Some(since) = due.checkpoint else {
+            return;
+        };
+        let at = since.max(due.last_checkpoint + CHECKPOINT_INTERVAL);
+        let now = Instant::now();
+        if at <= now {
+            let _ = self.checkpoints.send(self.tailer.checkpoint());
+            due.last_checkpoint = now;
+            due.checkpoint = None;
+        } else {
+            due.checkpoint = Some(at);
+        }
+    }
+
+    /// Reads and sends until nothing is left to read. False when shutdown
+    /// interrupted a send (the unsent lines are not acknowledged, so they
+    /// are read again at the next start).
+    fn read_and_send(&mut self, due: &mut Due) -> bool {
+        loop {
+            let chunks = self.tailer.read(READ_BUDGET);
+            if chunks.is_empty() {
+                return true;
+            }
+            // The batcher may be full (a slow intake): keep taking acks
+            // meanwhile, or the uploader would wait on us and we on it.
+            loop {
+                select! {
+                    send(self.chunks, chunks) -> sent => {
+                        if sent.is_err() {
+                            return false;
+                        }
+                        self.checkpoint_if_due(due);
+                        break;
+                    }
+                    recv(self.acks) -> acks => match acks {
+                        Ok(acks) => { self.ack(acks, due); continue; }
+                        Err(_) => return false,
+                    },
+                    recv(self.shutdown.receiver()) -> _ => return false,
+                }
+            }
+        }
+    }
+
+    /// Blocks until there is something to do: a change, acknowledgements, a
+    /// timer, or shutdown (then false).
+    fn wait(&mut self, due: &mut Due) -> bool {
+        let timeout = due
+            .next()
+            .map(|at| at.saturating_duration_since(Instant::now()));
+        let never = crossbeam_channel::never();
+        let timer = match timeout {
+            Some(t) => crossbeam_channel::after(t),
+            None => never,
+        };
+        select! {
+            recv(self.changes) -> change => match change {
+                Ok(change) => {
+                    self.apply(change, due);
+                    // Coalesce the burst that is already queued.
+                    while let Ok(change) = self.changes.try_recv() {
+                        self.apply(change, due);
+                    }
+                }
+                Err(_) => {
+                    log::error!("the discovery thread ended: rescanning every second");
+                    self.changes = crossbeam_channel::never();
+                    due.rescan.get_or_insert_with(Instant::now);
+                }
+            },
+            recv(self.acks) -> acks => match acks {
+                Ok(acks) => self.ack(acks, due),
+                Err(_) => return false,
+            },
+            recv(timer) -> _ => {}
+            recv(self.shutdown.receiver()) -> _ => return false,
+        }
+        true
+    }
+
+    fn apply(&mut self, change: Change, due: &mut Due) {
+        match change {
+            Change::Paths(paths) => {
+                for path in &paths {
+                    self.tailer.notify(path);
+                }
+            }
+            Change::Rescan => {
+                self.metrics.inotify_rescans.inc();
+                self.tailer.scan();
+                due.rescan = None;
+            }
+            Change::Degraded => {
+                due.rescan.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+
+    /// Takes acknowledgements (and any already queued) and schedules a
+    /// checkpoint.
+    fn ack(&mut self, acks: Vec<AckToken>, due: &mut Due) {
+        due.checkpoint.get_or_insert_with(Instant::now);
+        for token in acks {
+            self.tailer.ack(token);
+        }
+        while let Ok(more) = self.acks.try_recv() {
+            for token in more {
+                self.tailer.ack(token);
+            }
+        }
+    }
+
+    /// After shutdown: the batcher and uploader finish what was sent (the
+    /// uploader within the grace period); their acknowledgements are taken
+    /// until the uploader is gone, then the final checkpoint is handed over.
+    fn drain(self) {
+        let Tailing {
+            mut tailer,
+            chunks,
+            acks,
+            checkpoints,
+            ..
+        } = self;
+        drop(chunks);
+        for batch in acks.iter() {
+            for token in batch {
+                tailer.ack(token);
+            }
+        }
+        let _ = checkpoints.send(tailer.checkpoint());
+    }
+
+    fn publish_stats(&self, last: &mut Stats) {
+        let now = self.tailer.stats();
+        self.metrics.update_from_core(&now, last);
+        *last = now;
+    }
+}
