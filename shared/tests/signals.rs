@@ -3,7 +3,7 @@
 //! other test binaries) and in a child process.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shared::shutdown::{FORCED_EXIT_CODE, Shutdown};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -21,7 +21,12 @@ fn thread_names() -> Vec<String> {
 #[test]
 fn sigterm_triggers_the_shutdown_on_a_named_thread() {
     let shutdown = Shutdown::install("sigtest").expect("signal handler");
-    assert!(thread_names().iter().any(|n| n == "sigtest-signal"));
+    // The new thread names itself as it starts: wait for it.
+    let deadline = Instant::now() + DEADLINE;
+    while !thread_names().iter().any(|n| n == "sigtest-signal") {
+        assert!(Instant::now() < deadline, "no thread named sigtest-signal");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert!(!shutdown.is_triggered());
     signal_hook::low_level::raise(SIGTERM).expect("raise SIGTERM");
     assert!(
