@@ -312,30 +312,39 @@ impl Tailer {
     pub fn read(&mut self, max_bytes: usize) -> Vec<Chunk> {
         let max_bytes = max_bytes.max(1);
         let now = Stamp::now();
-        let start = FileKey(self.cursor);
-        let keys: Vec<FileKey> = self
-            .files
-            .range(start..)
-            .chain(self.files.range(..start))
-            .filter(|(_, f)| f.dirty)
-            .map(|(k, _)| *k)
-            .collect();
         let mut chunks = Vec::new();
         let mut used = 0;
-        for key in keys {
-            if used >= max_bytes {
-                break;
+        loop {
+            let open_before = self.files.len();
+            let mut waited = false;
+            let start = FileKey(self.cursor);
+            let keys: Vec<FileKey> = self
+                .files
+                .range(start..)
+                .chain(self.files.range(..start))
+                .filter(|(_, f)| f.dirty)
+                .map(|(k, _)| *k)
+                .collect();
+            for key in keys {
+                if used >= max_bytes {
+                    break;
+                }
+                if self.waits_for_predecessor(key) {
+                    waited = true;
+                    continue;
+                }
+                self.cursor = key.0 + 1;
+                if let Some(chunk) = self.read_file(key, max_bytes - used, &now) {
+                    used += chunk.lines.len();
+                    chunks.push(chunk);
+                }
             }
-            if self.waits_for_predecessor(key) {
-                continue;
-            }
-            self.cursor = key.0 + 1;
-            if let Some(chunk) = self.read_file(key, max_bytes - used, &now) {
-                used += chunk.lines.len();
-                chunks.push(chunk);
+            // A file that waited for a predecessor finished in this pass
+            // must not be left for a call that may never come.
+            if !chunks.is_empty() || !waited || self.files.len() == open_before {
+                return chunks;
             }
         }
-        chunks
     }
 
     /// True when an older file of the same container and restart (one
@@ -765,6 +774,11 @@ impl Tailer {
         f.reader.hold(scratch);
         let safe = f.parser.quiescent_offset();
         let meta = Arc::clone(&f.meta);
+        if lines > 0 {
+            // The first line may have been completed after the identification
+            // at the start: its chunks must commit under its fingerprint.
+            self.try_identify(key);
+        }
         self.stats.lines_read += lines as u64;
         let token = if lines > 0 {
             Some(self.acks.sent(key, safe))
