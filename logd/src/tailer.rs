@@ -316,6 +316,7 @@ impl Tailer {
         let mut used = 0;
         loop {
             let open_before = self.files.len();
+            let any_released = self.files.values().any(|f| f.release.is_some());
             let mut waited = false;
             let start = FileKey(self.cursor);
             let keys: Vec<FileKey> = self
@@ -329,7 +330,7 @@ impl Tailer {
                 if used >= max_bytes {
                     break;
                 }
-                if self.waits_for_predecessor(key) {
+                if any_released && self.waits_for_predecessor(key) {
                     waited = true;
                     continue;
                 }
@@ -494,6 +495,18 @@ impl Tailer {
             .filter(|(log, ..)| !log.is_rotated())
             .map(|(log, _, inode)| (log.restart, *inode))
             .collect();
+
+        // An open file still known by inode may have its first line by now:
+        // identify it, so that its .gz (same fingerprint) is not taken for a new file.
+        let unidentified: Vec<FileKey> = self
+            .files
+            .values()
+            .filter(|f| f.container_key == container_key && matches!(f.id, FileId::DevInode { .. }))
+            .map(|f| f.key)
+            .collect();
+        for key in unidentified {
+            self.try_identify(key);
+        }
 
         let mut seen_ids = HashSet::new();
         let mut matched = HashSet::new();
