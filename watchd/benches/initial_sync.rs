@@ -33,7 +33,8 @@ fn fixture(name_part: &str) -> Value {
         .filter(|p| p.to_string_lossy().contains(name_part))
         .collect();
     files.sort();
-    let record: Value = serde_json::from_slice(&std::fs::read(&files[0]).expect("readable")).expect("JSON");
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(&files[0]).expect("readable")).expect("JSON");
     record["json"].clone()
 }
 
@@ -62,7 +63,8 @@ fn metric(watchd: &Watchd, prefix: &str) -> u64 {
 fn usage(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     let fields: Vec<&str> = stat.rsplit_once(") ").expect("comm").1.split(' ').collect();
-    let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let hwm = status
         .lines()
@@ -76,7 +78,12 @@ fn usage(pid: u32) -> (f64, u64) {
 fn wait_shipped(watchd: &Watchd, at_least: u64, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while metric(watchd, "watchd_records_shipped_total") < at_least {
-        assert!(Instant::now() < deadline, "only {} records acknowledged; log:\n{}", metric(watchd, "watchd_records_shipped_total"), watchd.log());
+        assert!(
+            Instant::now() < deadline,
+            "only {} records acknowledged; log:\n{}",
+            metric(watchd, "watchd_records_shipped_total"),
+            watchd.log()
+        );
         thread::sleep(Duration::from_millis(20));
     }
 }
@@ -104,7 +111,14 @@ fn main() {
     let intake = Intake::start();
 
     let start = Instant::now();
-    let watchd = Watchd::start(&api, &intake, &[("WATCHD_RESOURCES", "pods"), ("RUST_LOG", "warn,shared::metrics=info")]);
+    let watchd = Watchd::start(
+        &api,
+        &intake,
+        &[
+            ("WATCHD_RESOURCES", "pods"),
+            ("RUST_LOG", "warn,shared::metrics=info"),
+        ],
+    );
     let objects = (PODS + CUSTOM) as u64;
     wait_shipped(&watchd, objects, Duration::from_secs(300));
     let sync = start.elapsed();
@@ -115,7 +129,11 @@ fn main() {
         .filter(|r| r.status == 200 && (r.path == "/resources" || r.path == "/customresources"))
         .map(|r| r.body_len)
         .sum();
-    let requests = intake.requests().iter().filter(|r| r.path == "/resources" || r.path == "/customresources").count();
+    let requests = intake
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/resources" || r.path == "/customresources")
+        .count();
 
     // A stream of updates: a real change (a label) on Pods, round-robin.
     let (cpu_before, _) = usage(watchd.pid());
@@ -126,8 +144,13 @@ fn main() {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             thread::sleep(wait);
         }
-        api.patch_merge("v1", "Pod", Some("examples"), &format!("bench-pod-{}", n % PODS),
-            json!({"metadata": {"labels": {"bench-update": n.to_string()}}}));
+        api.patch_merge(
+            "v1",
+            "Pod",
+            Some("examples"),
+            &format!("bench-pod-{}", n % PODS),
+            json!({"metadata": {"labels": {"bench-update": n.to_string()}}}),
+        );
     }
     let offered = stream_start.elapsed();
     wait_shipped(&watchd, objects + total as u64, Duration::from_secs(120));
@@ -135,16 +158,29 @@ fn main() {
     let (cpu_after, rss_peak) = usage(watchd.pid());
     let cpu_percent = (cpu_after - cpu_before) / stream.as_secs_f64() * 100.0;
 
-    println!("watchd benchmark: {PODS} Pods + {CUSTOM} custom resources (fixture-shaped, with managedFields)");
-    println!("  initial sync: {:.2} s to every initapply acknowledged ({:.0} records/s)", sync.as_secs_f64(), objects as f64 / sync.as_secs_f64());
-    println!("  requests: {requests} for {objects} records ({:.0} records per request)", objects as f64 / requests as f64);
+    println!(
+        "watchd benchmark: {PODS} Pods + {CUSTOM} custom resources (fixture-shaped, with managedFields)"
+    );
+    println!(
+        "  initial sync: {:.2} s to every initapply acknowledged ({:.0} records/s)",
+        sync.as_secs_f64(),
+        objects as f64 / sync.as_secs_f64()
+    );
+    println!(
+        "  requests: {requests} for {objects} records ({:.0} records per request)",
+        objects as f64 / requests as f64
+    );
     println!(
         "  bytes sent: {} against {} unmodified ({:.1} %)",
         sent,
         unmodified,
         sent as f64 * 100.0 / unmodified as f64
     );
-    println!("  peak RSS: {:.1} MiB after the sync, {:.1} MiB after the update stream", rss_sync as f64 / 1024.0, rss_peak as f64 / 1024.0);
+    println!(
+        "  peak RSS: {:.1} MiB after the sync, {:.1} MiB after the update stream",
+        rss_sync as f64 / 1024.0,
+        rss_peak as f64 / 1024.0
+    );
     println!(
         "  update stream: {total} updates offered in {:.1} s ({:.0}/s), all acknowledged after {:.1} s: {:.0} records/s, watchd CPU {:.1} % of one core",
         offered.as_secs_f64(),

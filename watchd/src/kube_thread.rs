@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::rbac;
 use crate::resources::Target;
 use crate::status::{WatchStatus, WatcherState};
+use crate::watch_pacing::WatchPacingLayer;
 
 /// Objects per list page: bounds what a watcher holds while listing.
 const PAGE_SIZE: u32 = 250;
@@ -149,7 +150,14 @@ async fn client() -> Result<kube::Client, String> {
     let config = kube::Config::infer().await.map_err(|e| {
         format!("no Kubernetes credentials: neither KUBECONFIG, ~/.kube/config nor in-cluster service account ({e})")
     })?;
-    kube::Client::try_from(config).map_err(|e| format!("cannot build the Kubernetes client: {e}"))
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| format!("cannot build the Kubernetes client: {e}"))?;
+    // The buffer makes the stack cloneable, which the pacing layer needs
+    // (its worker is a task on this runtime).
+    Ok(builder
+        .with_layer(&tower::buffer::BufferLayer::new(1024))
+        .with_layer(&WatchPacingLayer::default())
+        .build())
 }
 
 /// Runs every watcher until `stop` turns true.

@@ -20,3 +20,4 @@ pub mod resources;
 pub mod status;
 pub mod strip;
 pub mod upload;
+pub mod watch_pacing;

@@ -79,3 +79,35 @@ fn after_frozen_watches_compaction_and_dropped_connections_only_the_missed_chang
     assert_eq!(deleted["json"]["apiVersion"], "v1");
     assert_eq!(deleted["json"]["metadata"]["namespace"], "default");
 }
+
+#[test]
+fn watches_that_end_at_once_are_retried_with_backoff_not_in_a_hot_loop() {
+    let api = ApiServer::start();
+    api.create(pod("a"));
+    let intake = Intake::start();
+    let watchd = Watchd::start(&api, &intake, &[("WATCHD_RESOURCES", "events")]);
+    watchd.wait_ready();
+    let watches = |api: &ApiServer| {
+        api.requests()
+            .iter()
+            .filter(|r| r.path == "/api/v1/events" && r.is_watch())
+            .count()
+    };
+    let before = watches(&api);
+    // Every watch ends as soon as it starts, for 4 s.
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(4) {
+        api.drop_watches();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let during = watches(&api) - before;
+    // Paced: 0 + 0.5 + 1 + 2 s of waits fit in 4 s, so about 4 restarts
+    // (a hot loop would make hundreds).
+    assert!(during <= 8, "{during} watch requests in 4 s");
+    // And it still works afterwards.
+    api.create(json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1", "namespace": "default"},
+        "reason": "Test", "involvedObject": {"kind": "Pod", "name": "a", "namespace": "default"}}));
+    wait_intake(&intake, &watchd, "the event", |i| {
+        count(i, "events", "apply", "e1") == 1
+    });
+}
