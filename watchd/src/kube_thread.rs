@@ -175,6 +175,12 @@ async fn run(
         status,
         metrics,
     };
+    let names: Vec<String> = settings.targets.iter().map(Target::name).collect();
+    log::info!(
+        "watching {} built-in resources ({}) and the objects of every CRD",
+        names.len(),
+        names.join(", ")
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for target in settings.targets {
         let ctx = ctx.clone();
