@@ -1,0 +1,572 @@
+#!/usr/bin/env python3
+"""Runs the benchmark cases for logd and syslog-ng and prints one table.
+
+Called by bench/run.sh (which builds the binaries and installs the peer);
+see README.md, "Performance". Every figure is measured from outside the
+shipper's process:
+
+- CPU: utime + stime of /proc/<pid>/stat (all threads, 1/CLK_TCK s).
+- Peak RSS: VmHWM of /proc/<pid>/status.
+- Wake-ups: voluntary + nonvoluntary context switches summed over
+  /proc/<pid>/task/*/status, over the idle window.
+- Delivered lines and the time of the last one: the test intake's counters
+  (its stderr), stamped by the intake itself.
+- Latency (logd only: the intake keeps /logs lines, not /raw ones): the
+  intake's --latency percentiles, receive time minus the line's timestamp.
+
+Each case runs BENCH_RUNS times per shipper (fresh intake, fresh state);
+the table shows the median of each figure.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+HERE = os.path.dirname(os.path.abspath(__file__))
+GEN = os.path.join(HERE, "gen.py")
+MB = 1_000_000
+MiB = 1024 * 1024
+
+
+# ---------------------------------------------------------------- /proc
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of the whole process (every thread)."""
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name may contain spaces: fields start after its ')'.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def status_field(path, name):
+    with open(path) as f:
+        for line in f:
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    raise KeyError(name)
+
+
+def peak_rss_mib(pid):
+    return status_field(f"/proc/{pid}/status", "VmHWM") / 1024
+
+
+def context_switches(pid):
+    """Voluntary + involuntary context switches summed over live threads."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        path = f"/proc/{pid}/task/{tid}/status"
+        try:
+            total += status_field(path, "voluntary_ctxt_switches")
+            total += status_field(path, "nonvoluntary_ctxt_switches")
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # the thread ended meanwhile
+    return total
+
+
+def stop(proc, grace=15):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ---------------------------------------------------------------- intake
+
+
+class Intake:
+    """A test-intake process and the latest counters it printed."""
+
+    def __init__(self, binary, logdir, latency=False):
+        args = [binary, "--interval-ms", "1000" if latency else "5"]
+        args.append("--latency" if latency else "--count-only")
+        self.stderr_path = os.path.join(logdir, "intake.stderr")
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        line = self.proc.stdout.readline()
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"test-intake did not start: {line!r}")
+        self.url = line.split()[-1]
+        self.cond = threading.Condition()
+        self.counters = {"log_lines": 0, "raw_lines": 0, "at": time.time(), "statuses": ""}
+        self.latency = None
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        with open(self.stderr_path, "w") as log:
+            for line in self.proc.stderr:
+                log.write(line)
+                parsed = parse_intake_line(line)
+                if parsed is None:
+                    continue
+                with self.cond:
+                    kind, values = parsed
+                    if kind == "counters":
+                        self.counters = values
+                    else:
+                        self.latency = values
+                    self.cond.notify_all()
+
+    def wait_for(self, predicate, timeout):
+        """The first counters satisfying `predicate`, or None at `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not predicate(self.counters):
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    return None
+                self.cond.wait(left)
+            return dict(self.counters)
+
+    def latest(self):
+        with self.cond:
+            return dict(self.counters), self.latency
+
+    def reset_latency(self):
+        self.proc.stdin.write("reset\n")
+        self.proc.stdin.flush()
+
+    def close(self):
+        stop(self.proc, grace=2)
+
+
+def parse_intake_line(line):
+    words = line.split()
+    if line.startswith("latency ms"):
+        return "latency", {
+            "lines": int(words[words.index("lines") + 1]),
+            "p50": float(words[words.index("p50") + 1]),
+            "p99": float(words[words.index("p99") + 1]),
+            "max": float(words[words.index("max") + 1]),
+        }
+    if line.startswith("log lines"):
+        return "counters", {
+            "log_lines": int(words[2]),
+            "raw_lines": int(words[8]),
+            "at": float(words[words.index("at") + 1]),
+            "statuses": " ".join(words[words.index("status") + 1 : words.index("at")]),
+        }
+    return None
+
+
+# ---------------------------------------------------------------- shippers
+
+
+class Logd:
+    name = "logd"
+    delivered_key = "log_lines"
+
+    def __init__(self, binary):
+        self.binary = binary
+
+    def expected(self, manifest):
+        """logd ships a partial line's parts as one line."""
+        return manifest["records"]
+
+    def start(self, pods, state, intake, logdir):
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HIK8S_URL": intake.url,
+            "HIK8S_TOKEN": "static-test-token",
+            "LOGD_PODS_DIR": pods,
+            "LOGD_STATE_DIR": state,
+            "LOGD_METRICS_ADDR": "off",
+            "RUST_LOG": "warn",
+        }
+        return spawn([self.binary], env, logdir, "logd")
+
+
+class SyslogNg:
+    name = "syslog-ng"
+    delivered_key = "raw_lines"
+
+    def __init__(self, binary, conf):
+        self.binary = binary
+        self.conf = conf
+
+    def expected(self, manifest):
+        """syslog-ng sends every physical line, `P` parts included."""
+        return manifest["lines"]
+
+    def start(self, pods, state, intake, logdir):
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PODS": pods,
+            "RAW_URL": intake.url + "/raw",
+            "TOKEN": "static-test-token",
+        }
+        args = [
+            self.binary, "-F", "-e", "--no-caps", "-f", self.conf,
+            "-R", os.path.join(state, "persist"),
+            "-p", os.path.join(state, "pid"),
+            "-c", os.path.join(state, "ctl"),
+        ]  # fmt: skip
+        return spawn(args, env, logdir, "syslog-ng")
+
+
+def spawn(args, env, logdir, name):
+    out = open(os.path.join(logdir, f"{name}.log"), "a")
+    return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------- data
+
+
+def gen(*args):
+    out = subprocess.run([sys.executable, GEN, *map(str, args)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+class Writer:
+    """gen.py write: prefills the files, then writes at a rate on 'ready'."""
+
+    def __init__(self, pods, files, rate, seconds, prefill=1):
+        self.proc = subprocess.Popen(
+            [sys.executable, GEN, "write", "--out", pods, "--files", str(files),
+             "--rate", str(rate), "--seconds", str(seconds), "--prefill", str(prefill)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        line = self.proc.stderr.readline()
+        if line.strip() != "prefilled":
+            raise RuntimeError(f"gen.py write failed: {line}{self.proc.stderr.read()}")
+
+    def go(self):
+        self.proc.stdin.write("ready\n")
+        self.proc.stdin.flush()
+
+    def wait(self):
+        out, err = self.proc.communicate()
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"gen.py write failed: {err}")
+        return json.loads(out)
+
+
+# ---------------------------------------------------------------- cases
+
+
+class Run:
+    """One shipper's run of a case: a temp dir, an intake, the process."""
+
+    def __init__(self, bench, shipper, latency=False):
+        self.bench = bench
+        self.shipper = shipper
+        self.dir = tempfile.mkdtemp(prefix=f"{shipper.name}-", dir=bench.workdir)
+        self.state = os.path.join(self.dir, "state")
+        os.makedirs(self.state)
+        self.intake = Intake(bench.intake_bin, self.dir, latency)
+        self.proc = None
+
+    def start(self, pods):
+        self.started = time.time()
+        self.proc = self.shipper.start(pods, self.state, self.intake, self.dir)
+        return self.proc.pid
+
+    def delivered(self, counters):
+        return counters[self.shipper.delivered_key]
+
+    def wait_delivered(self, n, timeout):
+        """Counters once `n` lines are delivered, or None at `timeout`."""
+        return self.intake.wait_for(lambda c: self.delivered(c) >= n, timeout)
+
+    def check_alive(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.shipper.name} exited with {self.proc.returncode}; see {self.dir}")
+
+    def close(self):
+        if self.proc is not None:
+            stop(self.proc)
+        self.intake.close()
+        if not self.bench.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def lost_and_dup(expected, delivered):
+    return max(0, expected - delivered), max(0, delivered - expected)
+
+
+def drain(bench, shipper):
+    manifest = bench.backlog
+    expected = shipper.expected(manifest)
+    run = Run(bench, shipper)
+    try:
+        pid = run.start(bench.backlog_dir)
+        done = run.wait_delivered(expected, bench.drain_timeout)
+        cpu, rss = cpu_seconds(pid), peak_rss_mib(pid)
+        if done is None:
+            run.check_alive()
+            counters, _ = run.intake.latest()
+            elapsed = counters["at"] - run.started
+        else:
+            elapsed = done["at"] - run.started
+        # Anything beyond `expected` is a repeat; give repeats a moment.
+        run.intake.wait_for(lambda c: False, 0.5)
+        counters, _ = run.intake.latest()
+        lost, dup = lost_and_dup(expected, run.delivered(counters))
+        return {
+            "MB/s": manifest["bytes"] / MB / elapsed,
+            "lines/s": manifest["lines"] / elapsed,
+            "CPU-s/100MB": cpu / (manifest["bytes"] / (100 * MB)),
+            "peak RSS MiB": rss,
+            "lost": lost,
+            "dup": dup,
+            "seconds": elapsed,
+        }
+    finally:
+        run.close()
+
+
+def rate_case(bench, shipper, files, rate, seconds):
+    """Steady writing: CPU % of one core and RSS while `rate` lines/s are
+    written across `files` files for `seconds`; latency; lines lost."""
+    run = Run(bench, shipper, latency=True)
+    writer = None
+    try:
+        pods = os.path.join(run.dir, "pods")
+        writer = Writer(pods, files, rate, seconds, prefill=1)
+        pid = run.start(pods)
+        # Ready once the prefill (one line a file) is delivered.
+        if run.wait_delivered(files, 120) is None:
+            run.check_alive()
+            raise RuntimeError(f"{shipper.name}: prefill not delivered; see {run.dir}")
+        run.intake.wait_for(lambda c: False, 1.5)  # settle: linger, checkpoint
+        run.intake.reset_latency()
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        writer.go()
+        manifest = writer.wait()
+        cpu1, t1 = cpu_seconds(pid), time.monotonic()
+        rss = peak_rss_mib(pid)
+        expected = shipper.expected(manifest)
+        done = run.wait_delivered(expected, 60)
+        # The latency line that follows the last delivery.
+        if done is not None and shipper.delivered_key == "log_lines":
+            want = expected - files
+            run.intake.wait_for(lambda c: (run.intake.latency or {}).get("lines", 0) >= want, 5)
+        counters, latency = run.intake.latest()
+        lost, dup = lost_and_dup(expected, run.delivered(counters))
+        written_bytes = manifest["bytes"]
+        result = {
+            "CPU %": 100 * (cpu1 - cpu0) / (t1 - t0),
+            "CPU-s/100MB": (cpu1 - cpu0) / (written_bytes / (100 * MB)),
+            "peak RSS MiB": rss,
+            "lost": lost,
+            "dup": dup,
+        }
+        if shipper.delivered_key == "log_lines" and latency:
+            result["p99 ms"] = latency["p99"]
+            result["p50 ms"] = latency["p50"]
+        return result
+    finally:
+        if writer is not None and writer.proc.poll() is None:
+            writer.proc.kill()
+        run.close()
+
+
+def idle(bench, shipper, files=200, window=10):
+    """Wake-ups per second while `files` files are tracked and none grows."""
+    run = Run(bench, shipper)
+    try:
+        pods = os.path.join(run.dir, "pods")
+        manifest = gen("write", "--out", pods, "--files", files, "--seconds", 0, "--prefill", 5, "--no-wait")
+        pid = run.start(pods)
+        if run.wait_delivered(shipper.expected(manifest), 120) is None:
+            run.check_alive()
+            raise RuntimeError(f"{shipper.name}: files not delivered; see {run.dir}")
+        # Let the batch linger and the checkpoint write pass.
+        run.intake.wait_for(lambda c: False, 3)
+        cpu0, ctx0, t0 = cpu_seconds(pid), context_switches(pid), time.monotonic()
+        run.intake.wait_for(lambda c: False, window)  # the measurement window
+        cpu1, ctx1, t1 = cpu_seconds(pid), context_switches(pid), time.monotonic()
+        return {
+            "wake-ups/s": (ctx1 - ctx0) / (t1 - t0),
+            "CPU %": 100 * (cpu1 - cpu0) / (t1 - t0),
+            "peak RSS MiB": peak_rss_mib(pid),
+        }
+    finally:
+        run.close()
+
+
+# ---------------------------------------------------------------- table
+
+COLUMNS = [
+    ("MB/s", "{:.0f}"),
+    ("lines/s", "{:,.0f}"),
+    ("CPU-s/100MB", "{:.2f}"),
+    ("CPU %", "{:.1f}"),
+    ("peak RSS MiB", "{:.1f}"),
+    ("wake-ups/s", "{:.1f}"),
+    ("p99 ms", "{:.0f}"),
+    ("lost", "{:.0f}"),
+    ("dup", "{:.0f}"),
+]
+
+
+def median_of(runs):
+    keys = {k for r in runs for k in r}
+    return {k: statistics.median(r[k] for r in runs if k in r) for k in keys}
+
+
+def table(rows):
+    header = ["case", "shipper"] + [c for c, _ in COLUMNS]
+    body = []
+    for case, shipper, m in rows:
+        cells = [case, shipper]
+        for col, fmt in COLUMNS:
+            cells.append(fmt.format(m[col]) if col in m else "-")
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in body:
+        cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])]
+        cells += [c.rjust(w) for c, w in zip(r[2:], widths[2:])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def check_targets(results, quick):
+    """The issue's targets for logd, PASS/FAIL each."""
+    checks = []
+
+    def get(case, shipper, col):
+        return results.get((case, shipper), {}).get(col)
+
+    def check(what, value, ok):
+        if value is not None:
+            checks.append(f"{'PASS' if ok(value) else 'FAIL'}  {what}: {value:.2f}")
+
+    d = "drain"
+    check("drain MB/s >= 250", get(d, "logd", "MB/s"), lambda v: v >= 250)
+    check("drain CPU-s/100MB <= 0.2", get(d, "logd", "CPU-s/100MB"), lambda v: v <= 0.2)
+    check("drain peak RSS MiB <= 12", get(d, "logd", "peak RSS MiB"), lambda v: v <= 12)
+    ours, peer = get(d, "logd", "MB/s"), get(d, "syslog-ng", "MB/s")
+    if ours and peer:
+        check("drain throughput / syslog-ng's >= 6", ours / peer, lambda v: v >= 6)
+    ours, peer = get(d, "logd", "peak RSS MiB"), get(d, "syslog-ng", "peak RSS MiB")
+    if ours and peer:
+        check("drain RSS / syslog-ng's <= 0.1", ours / peer, lambda v: v <= 0.1)
+    s = STEADY
+    check("steady CPU % of a core <= 3", get(s, "logd", "CPU %"), lambda v: v <= 3)
+    check("steady peak RSS MiB <= 8", get(s, "logd", "peak RSS MiB"), lambda v: v <= 8)
+    check("steady latency p99 ms <= linger + 250 = 1250", get(s, "logd", "p99 ms"), lambda v: v <= 1250)
+    check("idle wake-ups/s <= 1", get("idle", "logd", "wake-ups/s"), lambda v: v <= 1)
+    small, big = get(MANY_SMALL, "logd", "CPU %"), get(MANY_BIG, "logd", "CPU %")
+    if small and big:
+        check("many files: CPU(1000 files) / CPU(250 files) <= 4 (linear)", big / small, lambda v: v <= 4)
+    small, big = get(MANY_SMALL, "logd", "peak RSS MiB"), get(MANY_BIG, "logd", "peak RSS MiB")
+    if small and big:
+        check("many files: RSS(1000 files) / RSS(250 files) <= 4 (linear)", big / small, lambda v: v <= 4)
+    for (case, shipper), m in sorted(results.items()):
+        if m.get("lost", 0) > 0:
+            checks.append(f"NOTE  {case} / {shipper}: {m['lost']:.0f} lines lost (median)")
+    return checks
+
+
+STEADY = "steady 5k lines/s, 200 files"
+MANY_SMALL = "many: 250 files x 10 lines/s"
+MANY_BIG = "many: 1000 files x 10 lines/s"
+
+
+def machine():
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} CPUs ({model}), Linux {platform.release()}, load {os.getloadavg()[0]:.2f}"
+
+
+class Bench:
+    def __init__(self, args):
+        self.intake_bin = args.intake
+        self.keep = args.keep
+        self.workdir = tempfile.mkdtemp(prefix="logd-bench-")
+        self.quick = args.quick
+        self.drain_timeout = 600
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--logd", required=True)
+    p.add_argument("--intake", required=True)
+    p.add_argument("--syslog-ng", default=shutil.which("syslog-ng"))
+    p.add_argument("--syslog-ng-conf", default=os.path.join(HERE, "syslog-ng.conf"))
+    p.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "3")))
+    p.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK") == "1")
+    p.add_argument("--cases", default=os.environ.get("BENCH_CASES", "drain,steady,idle,many"))
+    p.add_argument("--shippers", default=os.environ.get("BENCH_SHIPPERS", "logd,syslog-ng"))
+    p.add_argument("--keep", action="store_true", help="keep the temp dirs (logs, state)")
+    args = p.parse_args()
+
+    bench = Bench(args)
+    shippers = [
+        s
+        for s in (Logd(args.logd), SyslogNg(args.syslog_ng, args.syslog_ng_conf))
+        if s.name in args.shippers.split(",")
+    ]
+    cases = args.cases.split(",")
+    quick = args.quick
+    runs = 1 if quick else args.runs
+    steady_secs = 10 if quick else 60
+    many_secs = 8 if quick else 30
+
+    print(f"machine: {machine()}", flush=True)
+    print(f"runs per case: {runs}{' (quick)' if quick else ''}; work dir {bench.workdir}", flush=True)
+    plan = []
+    if "drain" in cases:
+        bench.backlog_dir = os.path.join(bench.workdir, "backlog")
+        size = 30 * MB if quick else 300 * MB
+        bench.backlog = gen("backlog", "--out", bench.backlog_dir, "--files", 40, "--bytes", size)
+        print(f"backlog: {json.dumps(bench.backlog)}", flush=True)
+        plan.append(("drain", lambda s: drain(bench, s)))
+    if "steady" in cases:
+        plan.append((STEADY, lambda s: rate_case(bench, s, 200, 5000, steady_secs)))
+    if "idle" in cases:
+        plan.append(("idle", lambda s: idle(bench, s)))
+    if "many" in cases:
+        if not quick:
+            plan.append((MANY_SMALL, lambda s: rate_case(bench, s, 250, 2500, many_secs)))
+        plan.append((MANY_BIG, lambda s: rate_case(bench, s, 1000, 10000, many_secs)))
+
+    results = {}
+    rows = []
+    try:
+        for case, fn in plan:
+            for shipper in shippers:
+                per_run = []
+                for i in range(runs):
+                    r = fn(shipper)
+                    shown = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r.items()))
+                    print(f"  {case} / {shipper.name} run {i + 1}: {shown}", flush=True)
+                    per_run.append(r)
+                results[(case, shipper.name)] = median_of(per_run)
+                rows.append((case, shipper.name, results[(case, shipper.name)]))
+    finally:
+        if not bench.keep:
+            shutil.rmtree(bench.workdir, ignore_errors=True)
+
+    print()
+    print(f"machine: {machine()}")
+    print(table(rows))
+    print()
+    for line in check_targets(results, quick):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
