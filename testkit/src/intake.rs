@@ -257,16 +257,7 @@ impl Intake {
     /// Polls `cond` (every ~5 ms) until it holds or `timeout` passes; returns
     /// whether it held.
     pub fn wait_for(&self, timeout: Duration, mut cond: impl FnMut(&Intake) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if cond(self) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        crate::wait::poll_until(timeout, || cond(self))
     }
 
     /// Replaces the injected faults; applies to requests answered from now on.

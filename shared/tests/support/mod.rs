@@ -3,8 +3,6 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::time::{Duration, Instant};
-
 use shared::config::{Config, IntakeConfig};
 use shared::intake::LogMeta;
 use testkit::intake::{self, Intake};
@@ -65,15 +63,5 @@ pub fn static_token(intake: &Intake, token: &str) -> IntakeConfig {
         .clone()
 }
 
-/// Polls `cond` every few ms until it holds; panics with `what` after
-/// `timeout`.
-pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+#[allow(unused_imports)] // each test file uses its own subset
+pub use testkit::wait::wait_until;

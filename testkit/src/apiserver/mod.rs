@@ -83,7 +83,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -358,16 +358,7 @@ users:
     /// Polls `cond` every 5 ms until it holds (`true`) or `timeout` passes
     /// (`false`).
     pub fn wait_for(&self, timeout: Duration, mut cond: impl FnMut(&ApiServer) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if cond(self) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        crate::wait::poll_until(timeout, || cond(self))
     }
 
     /// Loads the `json` object of every `apply`/`initapply` record file
