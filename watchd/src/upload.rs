@@ -4,12 +4,17 @@
 //! Connection errors, timeouts, 429 and 5xx are retried for ever with the
 //! shared backoff, while the channel behind fills up and the watchers wait:
 //! memory stays bounded. A 413 or another 4xx splits the batch until the
-//! offending record is alone; that record is logged and dropped.
+//! offending record is alone; that record is logged and dropped. The
+//! backend answers a malformed record with 500, not 400: a batch answered
+//! 500 [`REPEATED_500`] times in a row is split the same way, and a single
+//! record is dropped for it only if other requests succeeded meanwhile (an
+//! intake that fails everything is an outage: wait).
 
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::Value;
+use shared::intake::SendError;
 use shared::retry::{Attempts, Backoff, Delivery, send_with_retry};
 use shared::shutdown::Shutdown;
 use shared::sink::Sink;
@@ -18,6 +23,9 @@ use crate::batch::{Batch, Batcher};
 use crate::metrics::Metrics;
 use crate::process::Record;
 
+/// Consecutive 500s after which a batch is split to find a bad record.
+pub const REPEATED_500: u32 = 4;
+
 /// Sends batches through a sink, splitting what the intake refuses.
 pub struct Uploader<'a> {
     sink: &'a Sink,
@@ -25,6 +33,8 @@ pub struct Uploader<'a> {
     /// Triggered when the shutdown grace period is over: stop retrying.
     give_up: Shutdown,
     backoff: Backoff,
+    /// Requests acknowledged so far: tells a bad record from an outage.
+    delivered: u64,
 }
 
 /// The upload stopped before everything was acknowledged (grace period
@@ -41,6 +51,7 @@ impl<'a> Uploader<'a> {
             metrics,
             give_up,
             backoff: Backoff::new(),
+            delivered: 0,
         }
     }
 
@@ -50,12 +61,30 @@ impl<'a> Uploader<'a> {
     pub fn send(&mut self, batch: Batch) -> Result<(), GaveUp> {
         // Halves are pushed second-first so they go out in order.
         let mut stack = vec![batch];
+        let delivered_before = self.delivered;
         while let Some(batch) = stack.pop() {
             let body = batch.body();
             let route = batch.route;
             let metrics = &self.metrics;
+            let mut five_hundreds = 0;
             let delivery = send_with_retry(
-                || self.sink.send_records(route, &body),
+                || match self.sink.send_records(route, &body) {
+                    Err(SendError::Retryable {
+                        status: Some(500),
+                        reason,
+                        ..
+                    }) if {
+                        five_hundreds += 1;
+                        five_hundreds >= REPEATED_500
+                    } =>
+                    {
+                        Err(SendError::Rejected {
+                            status: 500,
+                            body_start: format!("{reason} ({REPEATED_500} times in a row)"),
+                        })
+                    }
+                    other => other,
+                },
                 &mut self.backoff,
                 Attempts::Forever,
                 &self.give_up,
@@ -69,6 +98,7 @@ impl<'a> Uploader<'a> {
             );
             let result = match delivery {
                 Delivery::Delivered => {
+                    self.delivered += 1;
                     let m = &self.metrics;
                     m.records_shipped
                         .get_or_create(&[("route", route.name())])
@@ -85,23 +115,33 @@ impl<'a> Uploader<'a> {
                         }
                         _ => "HTTP 413: too large".to_string(),
                     };
-                    match batch.split() {
-                        Some((first, second)) => {
-                            stack.push(second);
-                            stack.push(first);
-                            "split"
-                        }
-                        None => {
-                            log::error!(
-                                "the intake refused a record for good, dropped: /{route} {}: {reason}",
-                                describe(&body)
-                            );
-                            self.metrics
-                                .records_dropped
-                                .get_or_create(&[("reason", "rejected")])
-                                .inc();
-                            "dropped"
-                        }
+                    let outage = matches!(delivery, Delivery::Rejected { status: 500, .. })
+                        && self.delivered == delivered_before;
+                    if batch.records.len() > 1 {
+                        let (first, second) = batch.split().expect("two records or more");
+                        // Isolating a bad record is not waiting out an
+                        // outage: each half starts with short waits.
+                        self.backoff.reset();
+                        stack.push(second);
+                        stack.push(first);
+                        "split"
+                    } else if outage {
+                        // Nothing succeeded yet: an outage, or this record?
+                        // The rest of the batch goes first and tells; when
+                        // nothing else is left, keep trying (the backoff
+                        // grows).
+                        stack.insert(0, batch);
+                        "retried"
+                    } else {
+                        log::error!(
+                            "the intake refused a record for good, dropped: /{route} {}: {reason}",
+                            describe(&body)
+                        );
+                        self.metrics
+                            .records_dropped
+                            .get_or_create(&[("reason", "rejected")])
+                            .inc();
+                        "dropped"
                     }
                 }
                 Delivery::GaveUp { .. } | Delivery::ShutDown => {

@@ -108,6 +108,46 @@ fn a_record_the_intake_refuses_is_isolated_logged_and_dropped_and_the_rest_arriv
 }
 
 #[test]
+fn a_record_the_intake_answers_500_again_and_again_is_dropped_while_the_rest_arrives() {
+    let api = ApiServer::start();
+    create_pods(&api, "good", 20);
+    api.create(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "crashes-the-backend", "namespace": "default"}, "spec": {}}));
+    create_pods(&api, "fine", 20);
+    let intake = Intake::start();
+    intake.reject_lines_containing("crashes-the-backend", 500);
+    let watchd = Watchd::start(&api, &intake, &[("WATCHD_RESOURCES", "pods")]);
+    wait_intake(&intake, &watchd, "the 40 good pods", |i| {
+        per_pod(i).len() == 40
+    });
+    watchd.wait_log(
+        "dropped: /resources initapply Pod default/crashes-the-backend",
+        DEADLINE,
+    );
+    assert!(!per_pod(&intake).contains_key("crashes-the-backend"));
+}
+
+#[test]
+fn an_intake_that_answers_500_to_everything_is_an_outage_and_loses_nothing() {
+    let api = ApiServer::start();
+    create_pods(&api, "p", 5);
+    let intake = Intake::start();
+    intake.set_faults(Faults {
+        fail_500: 1.0,
+        ..Faults::default()
+    });
+    let watchd = Watchd::start(&api, &intake, &[("WATCHD_RESOURCES", "pods")]);
+    // Long enough to split the batch down to single records and retry them.
+    assert!(intake.wait_for(
+        DEADLINE,
+        |i| i.status_counts().get(&500).copied().unwrap_or(0) >= 12
+    ));
+    intake.set_faults(Faults::default());
+    wait_intake(&intake, &watchd, "all 5 pods", |i| per_pod(i).len() == 5);
+    assert!(!watchd.log().contains("dropped"), "{}", watchd.log());
+}
+
+#[test]
 fn sigterm_sends_what_is_batched_and_exits_0() {
     let api = ApiServer::start();
     create_pods(&api, "p", 25);
