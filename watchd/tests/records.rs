@@ -200,3 +200,58 @@ fn heartbeat_only_updates_of_nodes_and_leases_are_skipped_and_a_label_change_is_
         "{skipped}"
     );
 }
+
+#[test]
+fn the_file_sink_writes_one_record_a_line_with_its_route() {
+    let api = ApiServer::start();
+    api.create(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "namespace": "default"}, "spec": {}}));
+    api.create(json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1", "namespace": "default"}, "reason": "Test"}));
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let out = dir.path().join("records.ndjson");
+    let watchd = Watchd::start_raw(
+        Some(&api),
+        &[
+            ("HIK8S_SINK", format!("file:{}", out.display())),
+            ("WATCHD_RESOURCES", "pods,events".into()),
+        ],
+    );
+    let lines = || -> Vec<Value> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    while lines().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}\n{}",
+            lines(),
+            watchd.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut routes: Vec<(String, String)> = lines()
+        .iter()
+        .map(|l| {
+            (
+                l["route"].as_str().unwrap_or_default().into(),
+                l["json"]["kind"].as_str().unwrap_or_default().into(),
+            )
+        })
+        .collect();
+    routes.sort();
+    assert_eq!(
+        routes,
+        [
+            ("events".into(), "Event".into()),
+            ("resources".into(), "Pod".into())
+        ]
+    );
+    assert!(
+        lines()
+            .iter()
+            .all(|l| l["event_type"] == "initapply" && l["timestamp"].is_u64())
+    );
+}
