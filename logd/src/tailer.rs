@@ -30,7 +30,7 @@ use memchr::memchr;
 
 use crate::acks::{AckToken, AckTracker, Commit, FileKey};
 use crate::checkpoint::{Checkpoint, CheckpointStore, Checkpoints};
-use crate::fingerprint::{self, FileId};
+use crate::fingerprint::{self, FileId, Fingerprint};
 use crate::parse::LineParser;
 use crate::pod_path::{PodLogPath, Rotation, parse_pod_dir_name};
 use crate::reader::{self, FileReader, Fill};
@@ -206,6 +206,8 @@ pub struct Tailer {
     cursor: u64,
     scratch: Vec<u8>,
     warned: HashSet<PathBuf>,
+    /// Checkpoints the last listing of their container did not find.
+    missed_once: HashSet<Fingerprint>,
     stats: Stats,
 }
 
@@ -226,6 +228,7 @@ impl Tailer {
             cursor: 0,
             scratch: Vec::new(),
             warned: HashSet::new(),
+            missed_once: HashSet::new(),
             stats: Stats::default(),
         }
     }
@@ -547,10 +550,23 @@ impl Tailer {
             }
         }
 
+        // One listing can miss a file under both its names when it is
+        // renamed or removed meanwhile (kubelet gzipping: `.tmp` renamed to
+        // `.gz`, then the plain file removed): pruning its checkpoint then
+        // would have the `.gz` read again from 0. So a checkpoint is pruned
+        // only when two listings of its container in a row miss it.
         let live_ids = &self.live_ids;
+        let missed_once = &mut self.missed_once;
         self.store.retain(|fp, cp| {
+            if cp.container != container_key {
+                return true;
+            }
             let id = FileId::FirstLine(fp);
-            cp.container != container_key || seen_ids.contains(&id) || live_ids.contains_key(&id)
+            if seen_ids.contains(&id) || live_ids.contains_key(&id) {
+                missed_once.remove(&fp);
+                return true;
+            }
+            !missed_once.remove(&fp) && missed_once.insert(fp)
         });
         self.enforce_deleted_caps();
     }
