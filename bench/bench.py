@@ -62,16 +62,24 @@ def peak_rss_mib(pid):
 
 
 def context_switches(pid):
-    """Voluntary + involuntary context switches summed over live threads."""
-    total = 0
+    """{thread id: voluntary + involuntary context switches} of live threads."""
+    switches = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         path = f"/proc/{pid}/task/{tid}/status"
         try:
-            total += status_field(path, "voluntary_ctxt_switches")
-            total += status_field(path, "nonvoluntary_ctxt_switches")
+            switches[tid] = status_field(path, "voluntary_ctxt_switches") + status_field(
+                path, "nonvoluntary_ctxt_switches"
+            )
         except (FileNotFoundError, ProcessLookupError):
             pass  # the thread ended meanwhile
-    return total
+    return switches
+
+
+def switches_between(before, after):
+    """Context switches between two snapshots, summed over threads: a thread
+    started in between counts from 0; one that ended in between is missed
+    (so this can only undercount a shipper that churns threads)."""
+    return sum(n - before.get(tid, 0) for tid, n in after.items())
 
 
 def stop(proc, grace=15):
@@ -108,7 +116,7 @@ class Intake:
         self.reader.start()
 
     def _read(self):
-        with open(self.stderr_path, "w") as log:
+        with open(self.stderr_path, "w", buffering=1) as log:
             for line in self.proc.stderr:
                 log.write(line)
                 parsed = parse_intake_line(line)
@@ -178,8 +186,9 @@ class Logd:
         """logd ships a partial line's parts as one line."""
         return manifest["records"]
 
-    def start(self, pods, state, intake, logdir):
-        env = {
+    @staticmethod
+    def env(pods, state, intake):
+        return {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HIK8S_URL": intake.url,
             "HIK8S_TOKEN": "static-test-token",
@@ -188,6 +197,11 @@ class Logd:
             "LOGD_METRICS_ADDR": "off",
             "RUST_LOG": "warn",
         }
+
+    def start(self, pods, state, intake, logdir):
+        env = self.env(pods, state, intake)
+        # Extra settings to try (e.g. LOGD_BATCH_LINGER_MS=500), space-separated.
+        env.update(kv.split("=", 1) for kv in os.environ.get("BENCH_LOGD_ENV", "").split())
         return spawn([self.binary], env, logdir, "logd")
 
 
@@ -392,7 +406,8 @@ def idle(bench, shipper, files=200, window=10):
         run.intake.wait_for(lambda c: False, window)  # the measurement window
         cpu1, ctx1, t1 = cpu_seconds(pid), context_switches(pid), time.monotonic()
         return {
-            "wake-ups/s": (ctx1 - ctx0) / (t1 - t0),
+            "wake-ups/s": switches_between(ctx0, ctx1) / (t1 - t0),
+            "threads ended": len(set(ctx0) - set(ctx1)),
             "CPU %": 100 * (cpu1 - cpu0) / (t1 - t0),
             "peak RSS MiB": peak_rss_mib(pid),
         }
