@@ -535,16 +535,21 @@ impl Tailer {
             }
         }
 
+        // A rotated file deleted later (kubelet deletes the oldest) counts
+        // against the caps for deleted files too: it holds disk space.
         for f in self
             .files
             .values_mut()
-            .filter(|f| f.container_key == container_key && f.release.is_none())
+            .filter(|f| f.container_key == container_key && f.release != Some(Release::Deleted))
         {
             if !matched.contains(&f.key) {
                 log::debug!("{} is gone; reading it to its end", f.path.display());
                 f.release = Some(Release::Deleted);
                 f.dirty = true;
-            } else if f.log.is_rotated() && rotated_away(&f.log, (f.dev, f.ino), &current) {
+            } else if f.release.is_none()
+                && f.log.is_rotated()
+                && rotated_away(&f.log, (f.dev, f.ino), &current)
+            {
                 f.release = Some(Release::Rotated);
                 f.dirty = true;
             }
