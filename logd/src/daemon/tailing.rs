@@ -17,6 +17,9 @@ use super::metrics::Metrics;
 const READ_BUDGET: usize = 256 * 1024;
 /// Checkpoints are written at most this often while data flows (SPEC §3).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// While the parse thread waits for room in the batcher's queue, metrics
+/// are brought up to date this often.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// Out of inotify watches, the tree is rescanned this often instead.
 const DEGRADED_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -61,7 +64,7 @@ impl Tailing {
             rescan: None,
         };
         while !self.shutdown.is_triggered() {
-            if !self.read_and_send(&mut due) {
+            if !self.read_and_send(&mut due, &mut last_stats) {
                 break;
             }
             self.publish_stats(&mut last_stats);
@@ -98,14 +101,18 @@ impl Tailing {
     /// Reads and sends until nothing is left to read. False when shutdown
     /// interrupted a send (the unsent lines are not acknowledged, so they
     /// are read again at the next start).
-    fn read_and_send(&mut self, due: &mut Due) -> bool {
+    fn read_and_send(&mut self, due: &mut Due, last_stats: &mut Stats) -> bool {
         loop {
             let chunks = self.tailer.read(READ_BUDGET);
             if chunks.is_empty() {
                 return true;
             }
-            // The batcher may be full (a slow intake): keep taking acks
-            // meanwhile, or the uploader would wait on us and we on it.
+            // The batcher may be full (a slow intake, an outage): meanwhile
+            // keep taking acks, or the uploader would wait on us and we on
+            // it; keep following the tree, so that files kubelet creates
+            // and deletes during an outage are held open (within the caps
+            // for deleted files) or counted as lost; keep the metrics live.
+            let publish = crossbeam_channel::tick(STATS_INTERVAL);
             loop {
                 select! {
                     send(self.chunks, chunks) -> sent => {
@@ -116,9 +123,11 @@ impl Tailing {
                         break;
                     }
                     recv(self.acks) -> acks => match acks {
-                        Ok(acks) => { self.ack(acks, due); continue; }
+                        Ok(acks) => self.ack(acks, due),
                         Err(_) => return false,
                     },
+                    recv(self.changes) -> change => self.on_change(change.ok(), due),
+                    recv(publish) -> _ => self.publish_stats(last_stats),
                     recv(self.shutdown.receiver()) -> _ => return false,
                 }
             }
@@ -137,20 +146,7 @@ impl Tailing {
             None => never,
         };
         select! {
-            recv(self.changes) -> change => match change {
-                Ok(change) => {
-                    self.apply(change, due);
-                    // Coalesce the burst that is already queued.
-                    while let Ok(change) = self.changes.try_recv() {
-                        self.apply(change, due);
-                    }
-                }
-                Err(_) => {
-                    log::error!("the discovery thread ended: rescanning every second");
-                    self.changes = crossbeam_channel::never();
-                    due.rescan.get_or_insert_with(Instant::now);
-                }
-            },
+            recv(self.changes) -> change => self.on_change(change.ok(), due),
             recv(self.acks) -> acks => match acks {
                 Ok(acks) => self.ack(acks, due),
                 Err(_) => return false,
@@ -159,6 +155,21 @@ impl Tailing {
             recv(self.shutdown.receiver()) -> _ => return false,
         }
         true
+    }
+
+    /// A change from discovery (None: discovery ended), and the burst
+    /// already queued behind it, coalesced.
+    fn on_change(&mut self, change: Option<Change>, due: &mut Due) {
+        let Some(change) = change else {
+            log::error!("the discovery thread ended: rescanning every second");
+            self.changes = crossbeam_channel::never();
+            due.rescan.get_or_insert_with(Instant::now);
+            return;
+        };
+        self.apply(change, due);
+        while let Ok(change) = self.changes.try_recv() {
+            self.apply(change, due);
+        }
     }
 
     fn apply(&mut self, change: Change, due: &mut Due) {
