@@ -29,7 +29,8 @@ impl Env {
             .set("HIK8S_TOKEN", STATIC_TOKEN)
     }
 
-    /// logd reading `node` with no intake (the stdout sink).
+    /// logd reading `node` with no intake (the stdout sink); its log filter
+    /// is `info`, or `LOGD_TEST_RUST_LOG` when set.
     pub fn local(node: &Node) -> Env {
         let mut vars = BTreeMap::new();
         for (k, v) in [
@@ -43,10 +44,12 @@ impl Env {
             ),
             ("LOGD_METRICS_ADDR", "127.0.0.1:0"),
             ("LOGD_BATCH_LINGER_MS", "100"),
-            ("RUST_LOG", "info"),
         ] {
             vars.insert(k.to_owned(), v.to_owned());
         }
+        // `LOGD_TEST_RUST_LOG=debug cargo test ...` to see more of a failure.
+        let filter = std::env::var("LOGD_TEST_RUST_LOG").unwrap_or_else(|_| "info".into());
+        vars.insert("RUST_LOG".into(), filter);
         Env(vars)
     }
 
@@ -219,10 +222,23 @@ impl Drop for Logd {
             let _ = self.child.wait();
         }
         if std::thread::panicking() {
+            // The temp dir goes away with the test: keep the whole log.
+            let kept = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+                "{}-{}",
+                std::thread::current()
+                    .name()
+                    .unwrap_or("test")
+                    .replace("::", "-"),
+                self.stderr_path
+                    .file_name()
+                    .expect("a file")
+                    .to_string_lossy()
+            ));
+            let _ = std::fs::copy(&self.stderr_path, &kept);
             eprintln!(
-                "---- logd stderr ({}) ----\n{}",
-                self.stderr_path.display(),
-                tail(&self.stderr(), 300)
+                "---- logd stderr (whole log in {}) ----\n{}",
+                kept.display(),
+                tail(&self.stderr(), 200)
             );
         }
     }

@@ -11,21 +11,10 @@ pub mod daemon;
 pub mod delivery;
 pub mod pods;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub use testkit::wait::wait_until;
 
 /// Deadline for anything that should happen "soon": generous, for a loaded
 /// 2-core CI machine; waits return as soon as their condition holds.
 pub const SOON: Duration = Duration::from_secs(30);
-
-/// Polls `cond` every few ms until it holds; panics naming `what` after
-/// `timeout`.
-pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}

@@ -128,14 +128,26 @@ impl ContainerLog {
     /// Kubelet's rotation: renames `<n>.log` to `<n>.log.<stamp>` and has the
     /// runtime write to a new `<n>.log`. Returns the rotated file.
     pub fn rotate(&mut self) -> PathBuf {
+        let rotated = self.rename_current();
+        self.reopen();
+        rotated
+    }
+
+    /// The first half of a rotation: kubelet renames `<n>.log` away; the
+    /// runtime still writes to it until it reopens ([`Self::reopen`]).
+    pub fn rename_current(&mut self) -> PathBuf {
         self.rotations += 1;
         let rotated = self
             .dir
             .join(format!("{}.log.{}", self.restart, stamp(self.rotations)));
         fs::rename(self.current_path(), &rotated).expect("renaming the log file");
-        self.current = open_append(&self.current_path());
         self.rotated.push_back(rotated.clone());
         rotated
+    }
+
+    /// The second half of a rotation: the runtime opens a new `<n>.log`.
+    pub fn reopen(&mut self) {
+        self.current = open_append(&self.current_path());
     }
 
     /// Kubelet's compression: every rotated file but the newest is gzipped
