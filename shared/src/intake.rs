@@ -236,21 +236,23 @@ fn classify(
 }
 
 fn build_agent(config: &IntakeConfig) -> ureq::Agent {
-    let mut tls = TlsConfig::builder();
-    if !config.extra_roots.is_empty() {
-        // "Extra" roots: the usual Mozilla roots plus the file's.
-        let roots: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-            .iter()
-            .map(|der| Certificate::from_der(der.as_ref()).to_owned())
-            .chain(
-                config
-                    .extra_roots
-                    .iter()
-                    .map(|der| Certificate::from_der(der).to_owned()),
-            )
-            .collect();
-        tls = tls.root_certs(RootCerts::new_with_certs(&roots));
-    }
+    // The Mozilla roots, plus the extra ones of `HIK8S_CA_FILE`; rustls on
+    // ring, the one crypto provider of the project (kube uses it too).
+    let roots: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+        .chain(
+            config
+                .extra_roots
+                .iter()
+                .map(|der| Certificate::from_der(der).to_owned()),
+        )
+        .collect();
+    let tls = TlsConfig::builder()
+        .root_certs(RootCerts::new_with_certs(&roots))
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ));
     ureq::Agent::config_builder()
         // Error statuses are answers to classify, with their bodies.
         .http_status_as_error(false)
