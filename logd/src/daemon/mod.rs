@@ -170,11 +170,16 @@ pub fn run(settings: Settings) -> i32 {
 
     // Until SIGTERM/SIGINT, or a pipeline thread ending on its own (a bug:
     // exit non-zero so the kubelet restarts logd from its checkpoint).
-    let failed = crossbeam_channel::select! {
+    let ended = crossbeam_channel::select! {
         recv(shutdown.receiver()) -> _ => None,
         recv(exited_rx) -> name => name.ok(),
     };
-    if let Some(name) = failed {
+    // After a shutdown the threads end one after the other, and the select
+    // may see one of them end before it sees the shutdown: that is no
+    // failure. (`is_triggered` holds before any thread can see the shutdown.)
+    if let Some(name) = ended
+        && !shutdown.is_triggered()
+    {
         log::error!("thread {name} ended unexpectedly: exiting");
         return 1;
     }
@@ -183,7 +188,7 @@ pub fn run(settings: Settings) -> i32 {
     let deadline = Instant::now() + grace;
     // The parse thread stops reading and hangs up; the batcher flushes; the
     // uploader delivers until done or the grace period is over.
-    let mut uploader_done = false;
+    let mut uploader_done = ended == Some("logd-upload");
     while !uploader_done {
         match exited_rx.recv_deadline(deadline) {
             Ok(name) => uploader_done = name == "logd-upload",
