@@ -283,6 +283,37 @@ pub fn run_to_exit(node: &Node, env: &Env, args: &[&str]) -> (ExitStatus, String
     (status, stdout, stderr)
 }
 
+/// One file's entry in logd's checkpoint file (`<state>/checkpoints.json`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct SavedCheckpoint {
+    /// The file's path when the checkpoint was written.
+    pub path: PathBuf,
+    /// Every line before this byte was acknowledged.
+    pub offset: u64,
+    pub finished: bool,
+}
+
+/// The checkpoints logd saved in `node`'s state dir (empty when none).
+pub fn saved_checkpoints(node: &Node) -> Vec<SavedCheckpoint> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        files: Vec<SavedCheckpoint>,
+    }
+    match std::fs::read(node.state.join("checkpoints.json")) {
+        Ok(bytes) => {
+            let file: File = serde_json::from_slice(&bytes).expect("checkpoints.json parses");
+            file.files
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("reading checkpoints.json: {e}"),
+    }
+}
+
+/// The saved checkpoint of the file at `path`.
+pub fn saved_checkpoint(node: &Node, path: &std::path::Path) -> Option<SavedCheckpoint> {
+    saved_checkpoints(node).into_iter().find(|c| c.path == path)
+}
+
 /// A scrape of logd's `/metrics`: series (name with labels) → value.
 #[derive(Debug)]
 pub struct Metrics(BTreeMap<String, f64>);

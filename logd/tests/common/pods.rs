@@ -108,6 +108,11 @@ impl ContainerLog {
         self.rotated.iter().cloned().collect()
     }
 
+    /// The current file's size: where the next line starts.
+    pub fn len(&self) -> u64 {
+        self.current.metadata().expect("stat of a log file").len()
+    }
+
     /// Appends `bytes` in exactly one write(2).
     pub fn write(&mut self, bytes: &[u8]) {
         let written = self.current.write(bytes).expect("writing a log file");
