@@ -130,6 +130,11 @@ impl Uploader {
                     if let Some(b) = state.in_flight.get_mut(&batch) {
                         b.open_pieces += 1;
                     }
+                    // Isolating a bad line is not waiting out an outage:
+                    // each half starts with short waits. (Carried over,
+                    // the backoff of ten levels of halving reaches its
+                    // 30 s cap, and the whole node waits on one line.)
+                    state.backoff.reset();
                     state.ready.push_front(second);
                     state.ready.push_front(first);
                 }
