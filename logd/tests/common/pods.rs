@@ -20,6 +20,13 @@ pub fn cri_line(message: &str) -> String {
     format!("{TIMESTAMP} stdout F {message}\n")
 }
 
+/// A Docker json-file record carrying `message` (what cri-dockerd's
+/// symlinked logs hold), with its newline.
+pub fn docker_json_line(message: &str) -> String {
+    let log = serde_json::to_string(&format!("{message}\n")).expect("a string serializes");
+    format!("{{\"log\":{log},\"stream\":\"stdout\",\"time\":\"{TIMESTAMP}\"}}\n")
+}
+
 /// A uid of the usual form, made up from `n`.
 pub fn uid(n: u32) -> String {
     format!("{n:08x}-0000-4000-8000-00000000{n:04x}")
