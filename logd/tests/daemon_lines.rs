@@ -69,3 +69,55 @@ fn a_line_written_in_two_writes_arrives_once_whole() {
     logd.wait_idle(SOON);
     assert_each_once(&expected, &messages(&intake));
 }
+
+#[test]
+fn health_readiness_and_bytes_behind_show_what_waits_for_the_intake() {
+    let node = Node::new();
+    let intake = Intake::start();
+    let logd = Logd::start(&node, &Env::new(&node, &intake));
+    assert_eq!(logd.get("/healthz").map(|(s, _)| s), Some(200));
+    assert_eq!(logd.get("/readyz").map(|(s, _)| s), Some(200));
+    let m = logd.metrics();
+    for family in [
+        "logd_lines_read_total",
+        "logd_bytes_read_total",
+        "logd_lines_shipped_total",
+        "logd_bytes_shipped_total",
+        "logd_retries_total",
+        "logd_files_tracked",
+        "logd_files_open",
+        "logd_bytes_behind",
+        "logd_checkpoint_writes_total",
+        "logd_lost_to_rotation_files_total",
+        "logd_lost_to_rotation_bytes_total",
+        "logd_inotify_rescans_total",
+    ] {
+        assert!(m.has(family), "/metrics lacks {family}");
+    }
+
+    intake.set_refusing(true);
+    let mut log = node.container("default", "web", &uid(3), "nginx");
+    let lines = numbered("behind", 0..100);
+    log.lines(&lines);
+    let written = log.len() as f64;
+    wait_until(SOON, "bytes behind to count what was written", || {
+        logd.metrics().get("logd_bytes_behind") == written
+    });
+    wait_until(SOON, "a failed send to be retried", || {
+        logd.metrics().get("logd_retries_total") >= 1.0
+    });
+    assert_eq!(logd.metrics().get("logd_bytes_behind"), written);
+    // Waiting on the intake is no reason to be unhealthy.
+    assert_eq!(logd.get("/healthz").map(|(s, _)| s), Some(200));
+
+    intake.set_refusing(false);
+    wait_for_all(&intake, &lines, SOON);
+    logd.wait_idle(SOON);
+    let m = logd.metrics();
+    assert_eq!(m.get("logd_lines_shipped_total"), 100.0);
+    assert!(m.get("logd_checkpoint_writes_total") >= 1.0);
+    assert_eq!(
+        m.get("logd_batches_total{result=\"delivered\"}"),
+        intake.log_batches().len() as f64
+    );
+}

@@ -331,6 +331,13 @@ impl Metrics {
         Metrics(series)
     }
 
+    /// True when the scrape has the series or family `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.0
+            .keys()
+            .any(|series| series == name || series.starts_with(&format!("{name}{{")))
+    }
+
     /// The value of a series (`logd_bytes_behind`,
     /// `logd_lines_dropped_total{reason="rejected"}`), or of all the series
     /// of a family summed when `name` has no labels. 0 when absent.
