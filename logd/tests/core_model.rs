@@ -444,7 +444,8 @@ impl Model {
                     bytes.extend(self.line_bytes(*c, spec).0);
                 }
                 if *split && self.running() {
-                    let half = bytes.len() - 5;
+                    // The cut falls near the end, or mid-line for lines shorter than that.
+                    let half = bytes.len().saturating_sub(5).max(bytes.len() / 2);
                     append(&path, &bytes[..half]);
                     self.tailer.as_mut().unwrap().notify(&path);
                     self.read_all(4096)?;
