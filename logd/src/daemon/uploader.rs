@@ -6,9 +6,12 @@
 //! down to the line the intake will not take, which is dropped and counted
 //! (bad data never stalls the node's logs): at once on a 413 or another
 //! 4xx; on 500 again and again only once another request went through (a
-//! probe half, or a newer batch). An intake that fails everything is an
-//! outage: pieces are parked, retried with backoff, and newer batches are
-//! tried meanwhile, within a cap on parked bytes.
+//! probe half, or a newer batch). Once halving has begun, one more 500 halves
+//! a piece again, so one bad line costs seconds, not a minute of the node's
+//! uploads; a single line is dropped only after a full turn of 500s. An
+//! intake that fails everything is an outage: pieces are parked, retried
+//! with backoff, and newer batches are tried meanwhile, within a cap on
+//! parked bytes.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -55,6 +58,9 @@ struct Piece {
     /// Successes counted when this piece last failed: more since means the
     /// intake works and the piece itself is the problem.
     successes_seen: u64,
+    /// A half of a piece the intake answered 500 again and again while it
+    /// took other requests: it holds the bad line, or its sibling does.
+    isolating: bool,
 }
 
 enum Outcome {
@@ -182,6 +188,14 @@ impl Uploader {
             path: &meta.intake_path,
             file: &meta.file,
         };
+        // Halving is harmless, dropping is not: while isolating, one 500
+        // is enough to halve a piece further (once the intake is known to
+        // work), but a single line is dropped only after a full turn.
+        let attempts = if piece.isolating && count_lines(lines) >= 2 {
+            1
+        } else {
+            ATTEMPTS_PER_TURN
+        };
         let mut server_errors = 0u32;
         let mut successes = 0u64;
         let delivery = send_with_retry(
@@ -195,7 +209,7 @@ impl Uploader {
                 result
             },
             &mut state.backoff,
-            Attempts::AtMost(ATTEMPTS_PER_TURN),
+            Attempts::AtMost(attempts),
             &self.hard_stop,
             |error, wait| self.on_retry(meta, error, wait),
         );
@@ -218,14 +232,20 @@ impl Uploader {
                 meta,
                 "rejected",
                 &format!("{status}: {body_start}"),
+                false,
             ),
-            Delivery::TooLarge => {
-                self.split_or_drop(&piece, lines, meta, "rejected", "413 Payload Too Large")
-            }
+            Delivery::TooLarge => self.split_or_drop(
+                &piece,
+                lines,
+                meta,
+                "rejected",
+                "413 Payload Too Large",
+                false,
+            ),
             Delivery::GaveUp { last } => {
                 let intake_works = state.successes > piece.successes_seen;
                 piece.successes_seen = state.successes;
-                if server_errors < ATTEMPTS_PER_TURN {
+                if server_errors < attempts {
                     // Connection errors, 503s, 429s: an outage or overload.
                     return Outcome::Parked(piece);
                 }
@@ -238,12 +258,20 @@ impl Uploader {
                     }
                     state.probed = true;
                 }
-                self.split_or_drop(&piece, lines, meta, "server_error", &last.to_string())
+                self.split_or_drop(
+                    &piece,
+                    lines,
+                    meta,
+                    "server_error",
+                    &last.to_string(),
+                    intake_works || piece.isolating,
+                )
             }
         }
     }
 
-    /// Halves `piece`, or, for a single line, drops and counts it.
+    /// Halves `piece` (`isolating`: see [`Piece::isolating`]), or, for a
+    /// single line, drops and counts it.
     fn split_or_drop(
         &self,
         piece: &Piece,
@@ -251,8 +279,9 @@ impl Uploader {
         meta: &LogMeta,
         reason: &'static str,
         answer: &str,
+        isolating: bool,
     ) -> Outcome {
-        if let Some((first, second)) = split(piece, lines) {
+        if let Some((first, second)) = split(piece, lines, isolating) {
             self.metrics.batch("split");
             return Outcome::Split(first, second);
         }
@@ -309,17 +338,19 @@ fn take(state: &mut State, batch: Batch) {
         batch: id,
         lines: 0..len,
         successes_seen: state.successes,
+        isolating: false,
     });
 }
 
 /// The two halves of a piece, or None for a single line.
-fn split(piece: &Piece, lines: &[u8]) -> Option<(Piece, Piece)> {
+fn split(piece: &Piece, lines: &[u8], isolating: bool) -> Option<(Piece, Piece)> {
     let (first, _) = split_in_half(lines)?;
     let cut = piece.lines.start + first.len();
     let half = |range: Range<usize>| Piece {
         batch: piece.batch,
         lines: range,
         successes_seen: piece.successes_seen,
+        isolating,
     };
     Some((half(piece.lines.start..cut), half(cut..piece.lines.end)))
 }
