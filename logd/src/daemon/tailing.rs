@@ -20,6 +20,8 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// While the parse thread waits for room in the batcher's queue, metrics
 /// are brought up to date this often.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// Otherwise at most this often.
+const STATS_MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Out of inotify watches, the tree is rescanned this often instead.
 const DEGRADED_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -40,11 +42,17 @@ struct Due {
     checkpoint: Option<Instant>,
     last_checkpoint: Instant,
     rescan: Option<Instant>,
+    /// Metrics are to be brought up to date.
+    stats: Option<Instant>,
+    last_stats: Instant,
 }
 
 impl Due {
     fn next(&self) -> Option<Instant> {
-        [self.checkpoint, self.rescan].into_iter().flatten().min()
+        [self.checkpoint, self.rescan, self.stats]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -62,12 +70,14 @@ impl Tailing {
             checkpoint: None,
             last_checkpoint: Instant::now(),
             rescan: None,
+            stats: None,
+            last_stats: Instant::now(),
         };
         while !self.shutdown.is_triggered() {
             if !self.read_and_send(&mut due, &mut last_stats) {
                 break;
             }
-            self.publish_stats(&mut last_stats);
+            self.publish_stats_if_due(&mut last_stats, &mut due);
             if !self.wait(&mut due) {
                 break;
             }
@@ -222,6 +232,21 @@ impl Tailing {
             }
         }
         let _ = checkpoints.send(tailer.checkpoint());
+    }
+
+    /// Brings the metrics up to date, at most every [`STATS_MIN_INTERVAL`]
+    /// (the core stats every open file for its size); a skipped update is
+    /// made when the timer in `due` fires.
+    fn publish_stats_if_due(&self, last: &mut Stats, due: &mut Due) {
+        let at = due.last_stats + STATS_MIN_INTERVAL;
+        let now = Instant::now();
+        if at <= now {
+            self.publish_stats(last);
+            due.last_stats = now;
+            due.stats = None;
+        } else {
+            due.stats = Some(at);
+        }
     }
 
     fn publish_stats(&self, last: &mut Stats) {
