@@ -391,9 +391,14 @@ impl Tailer {
             .values()
             .filter(|f| !f.reader.is_compressed())
             .map(|f| {
-                f.reader
-                    .size()
-                    .saturating_sub(self.acks.committed(f.key).unwrap_or(0))
+                // The size now, not when last read: while the pipeline waits
+                // on the intake, what is written meanwhile is behind too.
+                let size = f
+                    .reader
+                    .file()
+                    .metadata()
+                    .map_or(f.reader.size(), |m| m.len());
+                size.saturating_sub(self.acks.committed(f.key).unwrap_or(0))
             })
             .sum();
         s

@@ -403,3 +403,22 @@ fn restart_resumes_from_the_saved_offset() {
     let mut t: Tailer = node.start(node.config());
     assert_eq!(contents(&drain(&mut t)), ["two"]);
 }
+
+#[test]
+fn bytes_behind_counts_what_is_written_and_not_read_yet() {
+    let node = Node::new();
+    let dir = node.container("ns", "p", UID, "c");
+    let first = cri(1, "stdout", 'F', "one");
+    append(&dir.join("0.log"), &first);
+    let mut t = node.start(node.config());
+    let chunks = read_all(&mut t, 1 << 20);
+    assert_eq!(t.stats().bytes_behind, first.len() as u64);
+    // Written while nothing is read (the daemon waits on the intake).
+    let second = cri(2, "stdout", 'F', "two");
+    append(&dir.join("0.log"), &second);
+    assert_eq!(t.stats().bytes_behind, (first.len() + second.len()) as u64);
+    for chunk in chunks {
+        t.ack(chunk.ack);
+    }
+    assert_eq!(t.stats().bytes_behind, second.len() as u64);
+}
