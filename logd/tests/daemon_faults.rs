@@ -28,9 +28,11 @@ fn an_outage_then_errors_and_throttling_lose_nothing_and_memory_stays_bounded() 
     let idle_rss = logd.rss_kib();
 
     let outage = Duration::from_secs(20);
-    intake.refuse_connections_for(outage);
+    intake.set_refusing(true);
     let outage_ends = Instant::now() + outage;
     let mut expected = Vec::new();
+    let mut backlog_bytes = 0;
+    let mut logs = Vec::new();
     for c in 0..CONTAINERS {
         let mut log = node.container("load", &format!("pod{c}"), &uid(c as u32), "app");
         let lines = numbered(
@@ -41,20 +43,40 @@ fn an_outage_then_errors_and_throttling_lose_nothing_and_memory_stays_bounded() 
             log.lines(block);
         }
         expected.extend(lines);
+        backlog_bytes += log.len();
+        logs.push(log);
     }
 
-    // While the backlog waits, memory stays flat.
+    // While the backlog waits, memory stays flat, and the metrics show
+    // all of it as behind, read or not, including lines written once logd
+    // had stopped reading (half-way through the outage).
     let mut peak_rss = 0;
+    let mut behind = 0.0;
+    let mut later = None;
     while Instant::now() < outage_ends {
+        if later.is_none() && Instant::now() + outage / 2 >= outage_ends {
+            let lines = numbered("later", 0..1000);
+            let before = logs[0].len();
+            logs[0].lines(&lines);
+            backlog_bytes += logs[0].len() - before;
+            later = Some(lines);
+        }
         peak_rss = peak_rss.max(logd.rss_kib());
+        behind = logd.metrics().get("logd_bytes_behind");
         std::thread::sleep(Duration::from_millis(100)); // sampling, not waiting
     }
+    assert_eq!(
+        behind, backlog_bytes as f64,
+        "bytes behind during the outage"
+    );
     let read = logd.metrics().get("logd_bytes_read_total");
     assert!(
         read < 32.0 * 1024.0 * 1024.0,
         "logd read {read} bytes during the outage: the files should be the buffer"
     );
     assert_eq!(intake.log_line_count(), 0);
+    expected.extend(later.expect("written half-way"));
+    intake.set_refusing(false);
 
     // The intake is back, but answers 10 % of requests 503 and 5 % 429,
     // with Retry-After.
