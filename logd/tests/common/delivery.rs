@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 
 use testkit::intake::Intake;
 
-use super::pods::TIMESTAMP;
-
 /// The message of a received stream line: what follows `<ts> <stream> F `.
 /// Panics on a line that is not of that form (logd must never send one).
 pub fn message(line: &str) -> &str {
@@ -129,15 +127,4 @@ pub fn assert_each_once(expected: &[String], received: &[String]) {
         expected.len(),
         tally.summary()
     );
-}
-
-/// Asserts that every stream line the intake accepted carries the test
-/// timestamp, as written (logd converts to UTC; these already are).
-pub fn assert_timestamps_kept(intake: &Intake) {
-    for line in intake.log_lines() {
-        assert!(
-            line.starts_with(TIMESTAMP),
-            "a line lost its timestamp: {line:?}"
-        );
-    }
 }

@@ -188,17 +188,6 @@ impl ContainerLog {
         deleted
     }
 
-    /// One round of kubelet's log rotation with `max_files` files per
-    /// container (`containerLogMaxFiles`): delete the oldest beyond the
-    /// limit, compress all rotated but the newest, rotate the current file.
-    pub fn kubelet_rotate(&mut self, max_files: usize) {
-        // After the rotation there are `rotated + 1` files besides the
-        // new current one.
-        self.delete_oldest(max_files.saturating_sub(2));
-        self.compress_older();
-        self.rotate();
-    }
-
     /// The container restarted: the runtime writes to `<n+1>.log` now.
     pub fn restart(&mut self) {
         self.restart += 1;
