@@ -72,6 +72,18 @@ pub struct TailerConfig {
 }
 
 impl TailerConfig {
+    /// True when the pod's logs are never read (excluded namespace or uid).
+    pub fn excludes(&self, namespace: &str, pod_uid: &str) -> bool {
+        self.exclude_namespaces.iter().any(|n| n == namespace)
+            || self.exclude_pod_uid.as_deref() == Some(pod_uid)
+    }
+
+    /// [`Self::excludes`] for a pod dir name `<ns>_<pod>_<uid>`; a name of
+    /// another form is not a pod's and is excluded too.
+    pub fn excludes_pod_dir(&self, pod_dir: &str) -> bool {
+        parse_pod_dir_name(pod_dir).is_none_or(|(ns, _, uid)| self.excludes(ns, uid))
+    }
+
     /// Defaults: from the beginning, 1 MiB lines, nothing excluded, 64
     /// deleted files or 1 GiB kept open.
     pub fn new(pods_dir: impl Into<PathBuf>) -> Self {
@@ -404,13 +416,8 @@ impl Tailer {
         s
     }
 
-    fn excluded(&self, namespace: &str, pod_uid: &str) -> bool {
-        self.cfg.exclude_namespaces.iter().any(|n| n == namespace)
-            || self.cfg.exclude_pod_uid.as_deref() == Some(pod_uid)
-    }
-
     fn pod_dir_excluded(&self, pod_dir: &str) -> bool {
-        parse_pod_dir_name(pod_dir).is_none_or(|(ns, _, uid)| self.excluded(ns, uid))
+        self.cfg.excludes_pod_dir(pod_dir)
     }
 
     /// Container dirs in a pod dir (none when it is excluded or not a pod dir).

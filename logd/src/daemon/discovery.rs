@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crossbeam_channel::Sender;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+use logd::TailerConfig;
 
 /// What the parse thread is told.
 #[derive(Debug)]
@@ -37,27 +38,11 @@ enum Level {
     LinkedFile,
 }
 
-/// Which pod directories are never read, so never watched.
-#[derive(Clone, Debug, Default)]
-pub struct Exclusions {
-    pub namespaces: Vec<String>,
-    pub pod_uid: Option<String>,
-}
-
-impl Exclusions {
-    /// True when the pod dir `<ns>_<pod>_<uid>` is excluded.
-    pub fn excludes_pod_dir(&self, name: &str) -> bool {
-        let namespace = name.split('_').next().unwrap_or_default();
-        let uid = name.rsplit('_').next().unwrap_or_default();
-        self.namespaces.iter().any(|n| n == namespace)
-            || self.pod_uid.as_deref().is_some_and(|u| u == uid)
-    }
-}
-
 pub struct Discovery {
     inotify: Inotify,
     pods_dir: PathBuf,
-    exclusions: Exclusions,
+    /// Which pod dirs are never read, so never watched.
+    filter: TailerConfig,
     watches: HashMap<WatchDescriptor, (PathBuf, Level)>,
     by_path: HashMap<PathBuf, WatchDescriptor>,
     /// Test-only stand-in for the kernel's `max_user_watches`, so the
@@ -80,15 +65,12 @@ const LINKED_FILE_MASK: WatchMask = WatchMask::MODIFY.union(WatchMask::DELETE_SE
 const EVENT_BUFFER: usize = 64 * 1024;
 
 impl Discovery {
-    pub fn new(
-        pods_dir: PathBuf,
-        exclusions: Exclusions,
-        max_watches: Option<usize>,
-    ) -> io::Result<Self> {
+    /// Discovery of `filter.pods_dir`, skipping the pods `filter` excludes.
+    pub fn new(filter: TailerConfig, max_watches: Option<usize>) -> io::Result<Self> {
         Ok(Discovery {
             inotify: Inotify::init()?,
-            pods_dir,
-            exclusions,
+            pods_dir: filter.pods_dir.clone(),
+            filter,
             watches: HashMap::new(),
             by_path: HashMap::new(),
             max_watches,
@@ -196,7 +178,7 @@ impl Discovery {
         }
         if level == Level::PodDir
             && let Some(pod) = dir.file_name().and_then(|n| n.to_str())
-            && self.exclusions.excludes_pod_dir(pod)
+            && self.filter.excludes_pod_dir(pod)
         {
             return;
         }
@@ -207,7 +189,7 @@ impl Discovery {
         let excluded = pod
             .file_name()
             .and_then(|n| n.to_str())
-            .is_none_or(|n| self.exclusions.excludes_pod_dir(n));
+            .is_none_or(|n| self.filter.excludes_pod_dir(n));
         if excluded || !self.watch(pod, Level::PodDir) {
             return;
         }

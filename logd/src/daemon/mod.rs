@@ -21,7 +21,7 @@ use shared::sink::Sink;
 
 use self::batcher::Batcher;
 use self::checkpointer::Checkpointer;
-use self::discovery::{Discovery, Exclusions};
+use self::discovery::Discovery;
 use self::metrics::Metrics;
 use self::settings::Settings;
 use self::tailing::Tailing;
@@ -76,15 +76,8 @@ pub fn run(settings: Settings) -> i32 {
         );
     }
     let store = CheckpointStore::load(&settings.state_dir);
-    let exclusions = Exclusions {
-        namespaces: settings.tailer.exclude_namespaces.clone(),
-        pod_uid: settings.tailer.exclude_pod_uid.clone(),
-    };
-    let mut discovery = match Discovery::new(
-        settings.tailer.pods_dir.clone(),
-        exclusions,
-        settings.max_inotify_watches,
-    ) {
+    let mut discovery = match Discovery::new(settings.tailer.clone(), settings.max_inotify_watches)
+    {
         Ok(discovery) => discovery,
         Err(e) => {
             log::error!("cannot start inotify: {e}");
