@@ -185,6 +185,8 @@ struct OpenFile {
     dirty: bool,
     /// Dropping the rest of a physical line that was too long to hold.
     skipping: bool,
+    /// The last listing of its container dir did not find it.
+    missed: bool,
 }
 
 /// A file whose progress is tracked (open, or closed with chunks not acknowledged).
@@ -555,10 +557,25 @@ impl Tailer {
             .filter(|f| f.container_key == container_key && f.release != Some(Release::Deleted))
         {
             if !matched.contains(&f.key) {
-                log::debug!("{} is gone; reading it to its end", f.path.display());
-                f.release = Some(Release::Deleted);
-                f.dirty = true;
-            } else if f.release.is_none()
+                // A listing can miss a file while it is renamed (kubelet
+                // rotating `<n>.log` as the runtime still writes to it): a
+                // plain file is released only once it is really gone (no
+                // link left), or missed by two listings in a row. A
+                // symlinked log is released at once: its link now points
+                // elsewhere, or is gone, while its target stays.
+                let gone =
+                    f.target.is_some() || f.reader.file().metadata().is_ok_and(|m| m.nlink() == 0);
+                if gone || f.missed {
+                    log::debug!("{} is gone; reading it to its end", f.path.display());
+                    f.release = Some(Release::Deleted);
+                    f.dirty = true;
+                } else {
+                    f.missed = true;
+                }
+                continue;
+            }
+            f.missed = false;
+            if f.release.is_none()
                 && f.log.is_rotated()
                 && rotated_away(&f.log, (f.dev, f.ino), &current)
             {
@@ -725,6 +742,7 @@ impl Tailer {
                 release,
                 dirty: true,
                 skipping: false,
+                missed: false,
             },
         );
         Some(key)
