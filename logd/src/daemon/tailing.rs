@@ -81,14 +81,20 @@ impl Tailing {
             if !self.wait(&mut due) {
                 break;
             }
-            let now = Instant::now();
-            if due.rescan.is_some_and(|at| at <= now) {
-                self.tailer.scan();
-                due.rescan = Some(now + DEGRADED_RESCAN_INTERVAL);
-            }
-            self.checkpoint_if_due(&mut due);
+            self.run_timers(&mut due);
         }
         self.drain();
+    }
+
+    /// The periodic rescan (out of inotify watches) and the checkpoint, when
+    /// they are due.
+    fn run_timers(&mut self, due: &mut Due) {
+        let now = Instant::now();
+        if due.rescan.is_some_and(|at| at <= now) {
+            self.tailer.scan();
+            due.rescan = Some(now + DEGRADED_RESCAN_INTERVAL);
+        }
+        self.checkpoint_if_due(due);
     }
 
     /// Hands the committable offsets to the checkpoint writer, at most once
@@ -121,9 +127,14 @@ impl Tailing {
             // keep taking acks, or the uploader would wait on us and we on
             // it; keep following the tree, so that files kubelet creates
             // and deletes during an outage are held open (within the caps
-            // for deleted files) or counted as lost; keep the metrics live.
+            // for deleted files) or counted as lost; keep the metrics, the
+            // checkpoints and the periodic rescans going.
             let publish = crossbeam_channel::tick(STATS_INTERVAL);
             loop {
+                let timer = match due.rescan.into_iter().chain(due.checkpoint).min() {
+                    Some(at) => crossbeam_channel::at(at),
+                    None => crossbeam_channel::never(),
+                };
                 select! {
                     send(self.chunks, chunks) -> sent => {
                         if sent.is_err() {
@@ -138,6 +149,7 @@ impl Tailing {
                     },
                     recv(self.changes) -> change => self.on_change(change.ok(), due),
                     recv(publish) -> _ => self.publish_stats(last_stats),
+                    recv(timer) -> _ => self.run_timers(due),
                     recv(self.shutdown.receiver()) -> _ => return false,
                 }
             }
