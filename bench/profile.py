@@ -4,6 +4,7 @@
     bench/profile.sh perf [MB]       # perf record -g (cpu-clock), then perf report
     bench/profile.sh callgrind [MB]  # valgrind --tool=callgrind: repeatable
                                      # instruction counts, then callgrind_annotate
+    bench/profile.sh massif [MB]     # valgrind --tool=massif: heap at its peak
 
 Called by bench/profile.sh with the path of a logd built with symbols. Writes
 the profile into bench/out/ (not committed) and prints the top functions.
@@ -37,15 +38,16 @@ def main():
     manifest = gen("backlog", "--out", pods, "--files", 40, "--bytes", megabytes * MB)
     print(f"backlog: {manifest}", flush=True)
     intake = Intake(intake_bin, work)
+    out = os.path.join(out_dir, f"{tool}.out")
     if tool == "perf":
         out = os.path.join(out_dir, "perf.data")
         wrapper = ["perf", "record", "-e", "cpu-clock", "-F", "4999", "-g", "--call-graph", "dwarf,16384", "-o", out, "--"]
-    else:
-        out = os.path.join(out_dir, "callgrind.out")
+    elif tool == "callgrind":
         wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-    if tool == "massif":
-        out = os.path.join(out_dir, "massif.out")
-        wrapper = ["valgrind", "--tool=massif", "--pages-as-heap=no", f"--massif-out-file={out}"]
+    elif tool == "massif":
+        wrapper = ["valgrind", "--tool=massif", f"--massif-out-file={out}"]
+    else:
+        sys.exit(f"unknown tool {tool!r}: perf, callgrind or massif")
     env = Logd.env(pods, os.path.join(work, "state"), intake)
     started = time.time()
     proc = subprocess.Popen(wrapper + [os.path.abspath(logd_bin)], env=env)

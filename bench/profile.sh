@@ -2,13 +2,14 @@
 # Profiles logd draining a backlog (README.md, "Performance"):
 #   bench/profile.sh perf [MB]        perf record -g (cpu-clock; default 100 MB)
 #   bench/profile.sh callgrind [MB]   valgrind --tool=callgrind (default 20 MB)
+#   bench/profile.sh massif [MB]      valgrind --tool=massif: the heap at its peak
 # Builds logd with symbols (a "profiling" profile defined on the command
 # line: release settings, not stripped, line tables) into target/profiling/,
 # and prints the top functions. Profiles are written to bench/out/.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-tool="${1:?usage: bench/profile.sh perf|callgrind [MB]}"
+tool="${1:?usage: bench/profile.sh perf|callgrind|massif [MB]}"
 shift
 
 cargo build -p logd -p testkit --bins \
@@ -26,5 +27,8 @@ perf)
     ;;
 callgrind)
     callgrind_annotate --inclusive=no bench/out/callgrind.out 2>/dev/null | head -60
+    ;;
+massif)
+    ms_print bench/out/massif.out | head -80
     ;;
 esac
