@@ -14,6 +14,7 @@ use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use crate::auth::{TokenProvider, body_start};
 use crate::config::{IntakeConfig, ProxyConfig};
+use crate::resolver::CachingResolver;
 use crate::retry::parse_retry_after;
 
 /// Longest response body read (and kept for logs) per request.
@@ -235,14 +236,14 @@ fn classify(
     }
 }
 
-fn build_agent(config: &IntakeConfig) -> ureq::Agent {
+fn build_agent(settings: &IntakeConfig) -> ureq::Agent {
     // The Mozilla roots, plus the extra ones of `HIK8S_CA_FILE`; rustls on
     // ring, the one crypto provider of the project (kube uses it too).
     let roots: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
         .iter()
         .map(|der| Certificate::from_der(der.as_ref()).to_owned())
         .chain(
-            config
+            settings
                 .extra_roots
                 .iter()
                 .map(|der| Certificate::from_der(der).to_owned()),
@@ -253,20 +254,24 @@ fn build_agent(config: &IntakeConfig) -> ureq::Agent {
         .unversioned_rustls_crypto_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
         ));
-    ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         // Error statuses are answers to classify, with their bodies.
         .http_status_as_error(false)
         // A redirected POST would lose its body: surface 3xx instead.
         .max_redirects(0)
-        .timeout_connect(Some(config.connect_timeout))
-        .timeout_global(Some(config.request_timeout))
+        .timeout_connect(Some(settings.connect_timeout))
+        .timeout_global(Some(settings.request_timeout))
         // Always set: ureq's default reads the process environment, which
         // would bypass `.env` and flags.
-        .proxy(config.proxy.as_ref().and_then(build_proxy))
+        .proxy(settings.proxy.as_ref().and_then(build_proxy))
         .tls_config(tls.build())
         .user_agent(concat!("hik8s-daemons/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::default(),
+        CachingResolver::default(),
+    )
 }
 
 /// The proxy with its `NO_PROXY` list; the URL was validated with the
