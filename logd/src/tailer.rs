@@ -755,7 +755,9 @@ impl Tailer {
         let f = self.files.get_mut(&key)?;
         let scratch = &mut self.scratch;
         f.reader.take_held(scratch);
-        let mut out = Vec::new();
+        // Sized for what is there to read, so it does not grow by doubling.
+        let unread = f.reader.size().saturating_sub(f.reader.offset()) as usize;
+        let mut out = Vec::with_capacity(budget.min(READ_SIZE).min(unread + 4096));
         let mut lines = 0;
         let end = loop {
             // Lines in what is held or was just read first, then more bytes.

@@ -20,7 +20,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// While the parse thread waits for room in the batcher's queue, metrics
 /// are brought up to date this often.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
-/// Otherwise at most this often.
+/// Otherwise at most this often: the core stats every open file for it.
 const STATS_MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Out of inotify watches, the tree is rescanned this often instead.
 const DEGRADED_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
@@ -106,6 +106,12 @@ impl Tailing {
         let at = since.max(due.last_checkpoint + CHECKPOINT_INTERVAL);
         let now = Instant::now();
         if at <= now {
+            // Acknowledgements left waiting (see `wait`) count too.
+            while let Ok(more) = self.acks.try_recv() {
+                for token in more {
+                    self.tailer.ack(token);
+                }
+            }
             let _ = self.checkpoints.send(self.tailer.checkpoint());
             due.last_checkpoint = now;
             due.checkpoint = None;
@@ -167,9 +173,18 @@ impl Tailing {
             Some(t) => crossbeam_channel::after(t),
             None => never,
         };
+        // Once a checkpoint is scheduled, acknowledgements only matter for
+        // it: they wait in their (unbounded) channel until it is due, so
+        // the thread wakes once a second for them, not once per request.
+        let no_acks = crossbeam_channel::never();
+        let acks = if due.checkpoint.is_some() {
+            &no_acks
+        } else {
+            &self.acks
+        };
         select! {
             recv(self.changes) -> change => self.on_change(change.ok(), due),
-            recv(self.acks) -> acks => match acks {
+            recv(acks) -> acks => match acks {
                 Ok(acks) => self.ack(acks, due),
                 Err(_) => return false,
             },
