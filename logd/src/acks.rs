@@ -69,17 +69,9 @@ impl AckTracker {
 
     /// Records a chunk of lines of `file` read up to `safe_offset`; returns its token.
     pub fn sent(&mut self, file: FileKey, safe_offset: u64) -> AckToken {
-        let p = self
-            .files
-            .get_mut(&file)
+        let seq = self
+            .push(file, safe_offset, false)
             .expect("chunks are only sent for open files");
-        let seq = p.next_seq;
-        p.next_seq += 1;
-        p.sent.push_back(Sent {
-            seq,
-            safe_offset,
-            acked: false,
-        });
         AckToken { file, seq }
     }
 
@@ -87,15 +79,22 @@ impl AckTracker {
     /// acknowledge (e.g. the end of a finished file); commits once the
     /// chunks before it are acknowledged.
     pub fn advanced(&mut self, file: FileKey, safe_offset: u64) -> Option<Commit> {
+        self.push(file, safe_offset, true)?;
+        self.settle(file)
+    }
+
+    /// Queues a point of `file` up to which it was read; its sequence
+    /// number, or None when the file is not tracked.
+    fn push(&mut self, file: FileKey, safe_offset: u64, acked: bool) -> Option<u64> {
         let p = self.files.get_mut(&file)?;
         let seq = p.next_seq;
         p.next_seq += 1;
         p.sent.push_back(Sent {
             seq,
             safe_offset,
-            acked: true,
+            acked,
         });
-        self.settle(file)
+        Some(seq)
     }
 
     /// The intake acknowledged (or definitively dropped) the chunk. Unknown
