@@ -117,7 +117,7 @@ impl LineParser {
                 },
             };
             let run = &rest[..run_end];
-            let utf8_valid = std::str::from_utf8(run).is_ok();
+            let utf8_valid = simdutf8::basic::from_utf8(run).is_ok();
             let mut pos = 0;
             while pos < run.len() {
                 let end = pos + memchr(b'\n', &run[pos..]).expect("a run ends with a newline");
@@ -310,7 +310,7 @@ fn write_stream_tag(out: &mut Vec<u8>, stream: Stream) {
 /// character boundary with the suffix when longer than `max` (or when the
 /// caller already dropped some: `overflow`), then `\n`.
 fn write_content(out: &mut Vec<u8>, content: &[u8], utf8_valid: bool, overflow: bool, max: usize) {
-    let content: Cow<'_, [u8]> = if utf8_valid || std::str::from_utf8(content).is_ok() {
+    let content: Cow<'_, [u8]> = if utf8_valid || simdutf8::basic::from_utf8(content).is_ok() {
         Cow::Borrowed(content)
     } else {
         Cow::Owned(String::from_utf8_lossy(content).into_owned().into_bytes())

@@ -4,7 +4,7 @@
 
 use std::borrow::Borrow;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::os::unix::fs::FileExt;
 
 use flate2::read::MultiGzDecoder;
@@ -139,10 +139,18 @@ impl FileReader {
                 if want == 0 {
                     return Ok(Fill::Eof);
                 }
-                buf.resize(old + want, 0);
-                let n = read_retrying(|| file.read_at(&mut buf[old..], read_pos));
-                buf.truncate(old + *n.as_ref().unwrap_or(&0));
-                n?
+                // Read into the spare capacity: File::read_buf (used by
+                // read_to_end) does not zero the buffer first.
+                buf.reserve(want);
+                let mut f: &File = file;
+                f.seek(io::SeekFrom::Start(read_pos))?;
+                match f.take(want as u64).read_to_end(buf) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        buf.truncate(old);
+                        return Err(e);
+                    }
+                }
             }
             Source::Gz(dec) => {
                 buf.resize(old + max, 0);

@@ -20,9 +20,12 @@ pub struct Batch {
     pub acks: Vec<AckToken>,
 }
 
+/// A batch may go this much before its linger is over.
+const LINGER_SLACK: Duration = Duration::from_millis(100);
+
 pub struct Batcher {
     pub chunks: Receiver<Vec<Chunk>>,
-    pub batches: Sender<Batch>,
+    pub batches: Sender<Vec<Batch>>,
     pub max_bytes: usize,
     pub linger: Duration,
     /// Bytes held in all batches at most; beyond, the largest is flushed.
@@ -47,11 +50,19 @@ impl Batcher {
             };
             select! {
                 recv(self.chunks) -> chunks => match chunks {
+                    Ok(chunks) if chunks.is_empty() => {
+                        let files: Vec<FileKey> = pending.keys().copied().collect();
+                        for file in files {
+                            if !self.flush(&mut pending, file, &mut held) {
+                                return;
+                            }
+                        }
+                    }
                     Ok(chunks) => {
                         for chunk in chunks {
                             held += chunk.lines.len();
                             let file = chunk.file;
-                            let full = add(&mut pending, chunk) >= self.max_bytes;
+                            let full = add(&mut pending, chunk, self.max_bytes) >= self.max_bytes;
                             if full && !self.flush(&mut pending, file, &mut held) {
                                 return;
                             }
@@ -66,16 +77,24 @@ impl Batcher {
                     Err(_) => break,
                 },
                 recv(timer) -> _ => {
-                    let now = Instant::now();
+                    // Batches due within the slack go too: one wake-up for
+                    // many files instead of one each.
+                    let now = Instant::now() + LINGER_SLACK;
                     let expired: Vec<FileKey> = pending
                         .iter()
                         .filter(|(_, p)| p.since + self.linger <= now)
                         .map(|(file, _)| *file)
                         .collect();
-                    for file in expired {
-                        if !self.flush(&mut pending, file, &mut held) {
-                            return;
-                        }
+                    // One message for all of them: one hand-over, not one
+                    // wake-up of each thread per batch.
+                    let batches: Vec<Batch> = expired
+                        .into_iter()
+                        .filter_map(|file| pending.remove(&file))
+                        .map(|p| p.batch)
+                        .collect();
+                    held -= batches.iter().map(|b| b.lines.len()).sum::<usize>();
+                    if self.batches.send(batches).is_err() {
+                        return;
                     }
                 }
             }
@@ -101,14 +120,22 @@ impl Batcher {
             return true;
         };
         *held -= p.batch.lines.len();
-        self.batches.send(p.batch).is_ok()
+        self.batches.send(vec![p.batch]).is_ok()
     }
 }
 
 /// Adds a chunk to its file's batch; returns the batch's size.
-fn add(pending: &mut HashMap<FileKey, Pending>, chunk: Chunk) -> usize {
+fn add(pending: &mut HashMap<FileKey, Pending>, chunk: Chunk, max_bytes: usize) -> usize {
     match pending.get_mut(&chunk.file) {
         Some(p) => {
+            let needed = p.batch.lines.len() + chunk.lines.len();
+            if needed > p.batch.lines.capacity() {
+                // Grow by doubling, but never past a full batch (a batch
+                // just over max_bytes would otherwise hold twice that).
+                let doubled = (2 * p.batch.lines.capacity()).min(max_bytes);
+                let target = needed.max(doubled);
+                p.batch.lines.reserve_exact(target - p.batch.lines.len());
+            }
             p.batch.lines.extend_from_slice(&chunk.lines);
             p.batch.line_count += chunk.line_count;
             p.batch.acks.push(chunk.ack);

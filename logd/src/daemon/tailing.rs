@@ -17,6 +17,9 @@ use super::metrics::Metrics;
 const READ_BUDGET: usize = 256 * 1024;
 /// Checkpoints are written at most this often while data flows (SPEC §3).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Read without catching up, this much is a backlog: once caught up, the
+/// batcher sends what it holds at once instead of letting it linger.
+const BACKLOG_BYTES: usize = 4 * 1024 * 1024;
 /// While the parse thread waits for room in the batcher's queue, metrics
 /// are brought up to date this often.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
@@ -124,11 +127,22 @@ impl Tailing {
     /// interrupted a send (the unsent lines are not acknowledged, so they
     /// are read again at the next start).
     fn read_and_send(&mut self, due: &mut Due, last_stats: &mut Stats) -> bool {
+        let mut behind = false;
+        let mut backlog = 0;
         loop {
             let chunks = self.tailer.read(READ_BUDGET);
             if chunks.is_empty() {
+                if behind {
+                    // Caught up with a backlog: an empty message tells the
+                    // batcher to send what it holds instead of lingering.
+                    return self.chunks.send(Vec::new()).is_ok();
+                }
                 return true;
             }
+            // A backlog is more than the batches can hold: a burst of a busy
+            // node (a few rounds) is not one, and lingers as usual.
+            backlog += chunks.iter().map(|c| c.lines.len()).sum::<usize>();
+            behind = backlog >= BACKLOG_BYTES;
             // The batcher may be full (a slow intake, an outage): meanwhile
             // keep taking acks, or the uploader would wait on us and we on
             // it; keep following the tree, so that files kubelet creates

@@ -36,7 +36,7 @@ const PARKED_CAP: usize = 4 * 1024 * 1024;
 
 pub struct Uploader {
     pub sink: Sink,
-    pub batches: Receiver<Batch>,
+    pub batches: Receiver<Vec<Batch>>,
     pub acks: Sender<Vec<AckToken>>,
     /// Triggered when the shutdown grace period is over: stop retrying.
     pub hard_stop: Shutdown,
@@ -89,7 +89,7 @@ struct State {
 
 /// What the loop does next when no piece is ready.
 enum Work {
-    Batch(Batch),
+    Batch(Vec<Batch>),
     RetryParked,
     /// The batcher hung up (shutdown): finish what is here.
     Closed,
@@ -113,7 +113,11 @@ impl Uploader {
         loop {
             let Some(piece) = state.ready.pop_front() else {
                 match self.next_work(&mut state, open) {
-                    Work::Batch(batch) => take(&mut state, batch),
+                    Work::Batch(batches) => {
+                        for batch in batches {
+                            take(&mut state, batch);
+                        }
+                    }
                     Work::RetryParked => {
                         state.parked_bytes = 0;
                         state.probed = false;
