@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
@@ -61,12 +60,6 @@ const DIR_MASK: WatchMask = WatchMask::CREATE
     .union(WatchMask::ONLYDIR);
 const CONTAINER_MASK: WatchMask = DIR_MASK.union(WatchMask::MODIFY);
 const LINKED_FILE_MASK: WatchMask = WatchMask::MODIFY.union(WatchMask::DELETE_SELF);
-
-/// Pause after each batch of events: writes to busy files pile up in the
-/// kernel queue meanwhile, so one read carries a burst and the parse thread
-/// reads each changed file once for it (SPEC §3 allows ~100 ms). Idle, the
-/// next read blocks as before.
-const COALESCE: Duration = Duration::from_millis(100);
 
 /// Size of the read buffer: many events per read(2) under load.
 const EVENT_BUFFER: usize = 64 * 1024;
@@ -151,7 +144,6 @@ impl Discovery {
                     return;
                 }
             }
-            std::thread::sleep(COALESCE);
         }
     }
 
