@@ -418,6 +418,27 @@ impl Tailer {
         s
     }
 
+    /// Records a checkpoint for a fingerprinted file (a file known only by
+    /// device and inode has no checkpoint to keep).
+    fn remember(
+        &mut self,
+        id: &FileId,
+        path: PathBuf,
+        container: String,
+        offset: u64,
+        finished: bool,
+    ) {
+        if let Some(fp) = id.fingerprint() {
+            let checkpoint = Checkpoint {
+                path,
+                container,
+                offset,
+                finished,
+            };
+            self.store.set(fp, checkpoint);
+        }
+    }
+
     fn pod_dir_excluded(&self, pod_dir: &str) -> bool {
         self.cfg.excludes_pod_dir(pod_dir)
     }
@@ -648,17 +669,7 @@ impl Tailer {
             None if self.store.is_first_start() => match (log.is_rotated(), self.cfg.read_from) {
                 (true, _) => {
                     // Rotated before logd ever ran: not read, and remembered as such.
-                    if let Some(fp) = id.fingerprint() {
-                        self.store.set(
-                            fp,
-                            Checkpoint {
-                                path,
-                                container,
-                                offset: 0,
-                                finished: true,
-                            },
-                        );
-                    }
+                    self.remember(&id, path, container, 0, true);
                     return None;
                 }
                 (false, ReadFrom::Beginning) => 0,
@@ -673,32 +684,15 @@ impl Tailer {
                     "cannot read {} from offset {start}: {e}; not reading it",
                     path.display()
                 );
-                if let Some(fp) = id.fingerprint() {
-                    self.store.set(
-                        fp,
-                        Checkpoint {
-                            path,
-                            container,
-                            offset: start,
-                            finished: true,
-                        },
-                    );
-                }
+                self.remember(&id, path, container, start, true);
                 return None;
             }
         };
-        if let Some(fp) = id.fingerprint() {
-            if self.store.get(fp).is_none() {
-                self.store.set(
-                    fp,
-                    Checkpoint {
-                        path: path.clone(),
-                        container: container.clone(),
-                        offset: start,
-                        finished: false,
-                    },
-                );
-            }
+        if id
+            .fingerprint()
+            .is_some_and(|fp| self.store.get(fp).is_none())
+        {
+            self.remember(&id, path.clone(), container.clone(), start, false);
         }
         let key = FileKey(self.next_key);
         self.next_key += 1;
