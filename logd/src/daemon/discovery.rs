@@ -1,19 +1,33 @@
 //! Discovery: the `logd-inotify` thread. It watches the pods dir, every pod
 //! dir and every container dir with inotify, and tells the parse thread which
-//! paths changed. It blocks in read(2) and never polls.
+//! paths changed. It blocks in poll(2) and never polls on a timer.
 //!
 //! It is a hint source, not a source of truth: the tailing core re-reads the
 //! directories it is pointed at, so a coalesced, duplicated or late event is
 //! harmless. What must never happen is a *missed* file, so an event-queue
 //! overflow or a watch that cannot be added turns into a full rescan.
+//!
+//! Two inotify instances split the events by urgency. Structural events
+//! (a pod, container or file appearing, moving, going) are read as soon as
+//! they come: kubelet renames, compresses and deletes rotated files quickly,
+//! and logd must open them before. Writes (MODIFY) are read at most every
+//! [`CONTENT_COALESCE`]: meanwhile the kernel queues and merges them, so a
+//! busy node wakes discovery, the parse thread and the batcher about ten
+//! times a second instead of once per write(2).
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+use inotify::{EventMask, Events, Inotify, WatchDescriptor, WatchMask};
 use logd::TailerConfig;
+
+/// Writes are read at most this often (see the module comment). It adds at
+/// most this much to a line's latency, well inside the batch linger.
+const CONTENT_COALESCE: Duration = Duration::from_millis(100);
 
 /// What the parse thread is told.
 #[derive(Debug)]
@@ -39,17 +53,31 @@ enum Level {
 }
 
 pub struct Discovery {
-    inotify: Inotify,
+    /// Directory events, read at once.
+    structure: Inotify,
+    /// Writes (MODIFY), read at most every [`CONTENT_COALESCE`].
+    content: Inotify,
     pods_dir: PathBuf,
     /// Which pod dirs are never read, so never watched.
     filter: TailerConfig,
+    /// The watches of `structure`.
     watches: HashMap<WatchDescriptor, (PathBuf, Level)>,
-    by_path: HashMap<PathBuf, WatchDescriptor>,
+    /// The watches of `content`: container dirs and linked files.
+    content_watches: HashMap<WatchDescriptor, PathBuf>,
+    /// Paths fully watched (both instances, where both apply).
+    by_path: HashMap<PathBuf, Vec<WatchDescriptor>>,
     /// Test-only stand-in for the kernel's `max_user_watches`, so the
     /// out-of-watches path can be tested without a machine-wide sysctl.
     max_watches: Option<usize>,
     /// A watch could not be added since the last full rescan.
     degraded: bool,
+}
+
+/// What one round of events asks of the parse thread.
+#[derive(Default)]
+struct Round {
+    changed: Vec<PathBuf>,
+    rescan: bool,
 }
 
 const DIR_MASK: WatchMask = WatchMask::CREATE
@@ -58,7 +86,7 @@ const DIR_MASK: WatchMask = WatchMask::CREATE
     .union(WatchMask::DELETE)
     .union(WatchMask::DELETE_SELF)
     .union(WatchMask::ONLYDIR);
-const CONTAINER_MASK: WatchMask = DIR_MASK.union(WatchMask::MODIFY);
+const CONTENT_DIR_MASK: WatchMask = WatchMask::MODIFY.union(WatchMask::ONLYDIR);
 const LINKED_FILE_MASK: WatchMask = WatchMask::MODIFY.union(WatchMask::DELETE_SELF);
 
 /// Size of the read buffer: many events per read(2) under load.
@@ -68,10 +96,12 @@ impl Discovery {
     /// Discovery of `filter.pods_dir`, skipping the pods `filter` excludes.
     pub fn new(filter: TailerConfig, max_watches: Option<usize>) -> io::Result<Self> {
         Ok(Discovery {
-            inotify: Inotify::init()?,
+            structure: Inotify::init()?,
+            content: Inotify::init()?,
             pods_dir: filter.pods_dir.clone(),
             filter,
             watches: HashMap::new(),
+            content_watches: HashMap::new(),
             by_path: HashMap::new(),
             max_watches,
             degraded: false,
@@ -80,7 +110,7 @@ impl Discovery {
 
     /// Number of inotify watches held.
     pub fn watch_count(&self) -> usize {
-        self.watches.len()
+        self.watches.len() + self.content_watches.len()
     }
 
     /// Walks the whole tree and adds the watches that are missing. Call it
@@ -98,53 +128,156 @@ impl Discovery {
     /// The thread body: reads events until the channel closes.
     pub fn run(mut self, tx: Sender<Change>) {
         let mut buffer = vec![0u8; EVENT_BUFFER];
+        // When the content instance may be read again; None: now.
+        let mut content_at: Option<Instant> = None;
         loop {
-            let mut changed = Vec::new();
-            let mut rescan = false;
-            match self.inotify.read_events_blocking(&mut buffer) {
-                Ok(events) => {
-                    for event in events {
-                        if event.mask.contains(EventMask::Q_OVERFLOW) {
-                            log::warn!(
-                                "inotify event queue overflowed: rescanning {}",
-                                self.pods_dir.display()
-                            );
-                            rescan = true;
-                            continue;
-                        }
-                        let name = event.name.map(PathBuf::from);
-                        self.on_event(&event.wd, event.mask, name.as_deref(), &mut changed);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            let (structure_ready, content_ready) = match self.poll(content_at) {
+                Ok(ready) => ready,
                 Err(e) => {
-                    log::error!("reading inotify events failed: {e}; discovery stops");
+                    log::error!("waiting for inotify events failed: {e}; discovery stops");
                     return;
                 }
+            };
+            let mut round = Round::default();
+            let mut read = Ok(());
+            if structure_ready {
+                read = read.and(self.read_structure(&mut buffer, &mut round));
             }
-            if rescan {
+            if content_ready {
+                read = read.and(self.read_content(&mut buffer, &mut round));
+                content_at = Some(Instant::now() + CONTENT_COALESCE);
+            } else if content_at.is_some_and(|at| at <= Instant::now()) {
+                content_at = None;
+            }
+            if let Err(e) = read {
+                log::error!("reading inotify events failed: {e}; discovery stops");
+                return;
+            }
+            if round.rescan {
                 self.watch_tree();
             }
-            let mut messages = Vec::new();
-            if !changed.is_empty() {
-                // Byte order, not Path's component-wise order: this runs
-                // for every event of a busy node.
-                changed.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
-                changed.dedup();
-                messages.push(Change::Paths(changed));
-            }
-            if rescan {
-                messages.push(Change::Rescan);
-            }
-            if self.degraded {
-                messages.push(Change::Degraded);
-            }
-            for message in messages {
+            for message in self.messages(round) {
                 if tx.send(message).is_err() {
                     return;
                 }
             }
         }
+    }
+
+    /// Blocks until the structure instance, or the content instance once
+    /// `content_at` has passed, has events; returns which do.
+    fn poll(&self, content_at: Option<Instant>) -> io::Result<(bool, bool)> {
+        let now = Instant::now();
+        let content_open = content_at.is_none_or(|at| at <= now);
+        let pollfd = |fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // poll(2) skips a negative fd: the content instance while it cools down.
+        let mut fds = [
+            pollfd(self.structure.as_raw_fd()),
+            pollfd(if content_open {
+                self.content.as_raw_fd()
+            } else {
+                -1
+            }),
+        ];
+        let timeout = match content_at {
+            Some(at) if !content_open => {
+                // Rounded up, so the wait never ends just before `at`.
+                let ms = (at - now).as_micros().div_ceil(1000);
+                libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+            }
+            _ => -1,
+        };
+        // SAFETY: `fds` is a valid array of two pollfd for the whole call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::Interrupted => Ok((false, false)),
+                _ => Err(e),
+            };
+        }
+        Ok((fds[0].revents != 0, content_open && fds[1].revents != 0))
+    }
+
+    fn read_structure(&mut self, buffer: &mut [u8], round: &mut Round) -> io::Result<()> {
+        loop {
+            let events = match read_available(&mut self.structure, buffer)? {
+                Some(events) => events,
+                None => return Ok(()),
+            };
+            for event in events {
+                if event.mask.contains(EventMask::Q_OVERFLOW) {
+                    self.overflowed(round);
+                    continue;
+                }
+                let name = event.name.map(PathBuf::from);
+                self.on_event(&event.wd, event.mask, name.as_deref(), &mut round.changed);
+            }
+        }
+    }
+
+    fn read_content(&mut self, buffer: &mut [u8], round: &mut Round) -> io::Result<()> {
+        loop {
+            let events = match read_available(&mut self.content, buffer)? {
+                Some(events) => events,
+                None => return Ok(()),
+            };
+            for event in events {
+                if event.mask.contains(EventMask::Q_OVERFLOW) {
+                    self.overflowed(round);
+                    continue;
+                }
+                if event.mask.contains(EventMask::IGNORED) {
+                    // The watched dir or file is gone; the kernel dropped the watch.
+                    if let Some(path) = self.content_watches.remove(&event.wd) {
+                        self.forget(&path, &event.wd);
+                    }
+                    continue;
+                }
+                let Some(path) = self.content_watches.get(&event.wd) else {
+                    continue;
+                };
+                round.changed.push(match event.name {
+                    Some(name) => path.join(name),
+                    None => path.clone(),
+                });
+            }
+        }
+    }
+
+    fn overflowed(&self, round: &mut Round) {
+        if !round.rescan {
+            log::warn!(
+                "inotify event queue overflowed: rescanning {}",
+                self.pods_dir.display()
+            );
+        }
+        round.rescan = true;
+    }
+
+    /// What the parse thread is told after a round of events.
+    fn messages(&self, mut round: Round) -> Vec<Change> {
+        let mut messages = Vec::new();
+        if !round.changed.is_empty() {
+            // Byte order, not Path's component-wise order: this runs
+            // for every event of a busy node.
+            round
+                .changed
+                .sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
+            round.changed.dedup();
+            messages.push(Change::Paths(round.changed));
+        }
+        if round.rescan {
+            messages.push(Change::Rescan);
+        }
+        if self.degraded {
+            messages.push(Change::Degraded);
+        }
+        messages
     }
 
     fn on_event(
@@ -158,8 +291,10 @@ impl Discovery {
             return;
         };
         if mask.contains(EventMask::IGNORED) {
-            // The watched dir or file is gone; the kernel dropped the watch.
-            self.forget(wd);
+            // The watched dir is gone; the kernel dropped the watch.
+            if let Some((path, _)) = self.watches.remove(wd) {
+                self.forget(&path, wd);
+            }
             return;
         }
         let path = match name {
@@ -224,49 +359,115 @@ impl Discovery {
         }
     }
 
-    /// Adds a watch; false when it could not be added (gone, or out of
-    /// watches: then the tree is rescanned periodically instead).
+    /// Adds the watches of `path`; false when they could not all be added
+    /// (gone, or out of watches: then the tree is rescanned periodically
+    /// instead).
     fn watch(&mut self, path: &Path, level: Level) -> bool {
         if self.by_path.contains_key(path) {
             return true;
         }
-        let mask = match level {
-            Level::PodsDir | Level::PodDir => DIR_MASK,
-            Level::ContainerDir => CONTAINER_MASK,
-            Level::LinkedFile => LINKED_FILE_MASK,
+        let (structure, content) = match level {
+            Level::PodsDir | Level::PodDir => (Some(DIR_MASK), None),
+            Level::ContainerDir => (Some(DIR_MASK), Some(CONTENT_DIR_MASK)),
+            Level::LinkedFile => (None, Some(LINKED_FILE_MASK)),
         };
-        let result = if self
-            .max_watches
-            .is_some_and(|max| self.watches.len() >= max)
-        {
-            Err(io::Error::from_raw_os_error(28)) // ENOSPC, as the kernel says it
-        } else {
-            self.inotify.watches().add(path, mask)
-        };
+        let mut added = Vec::new();
+        let result: io::Result<()> = (|| {
+            if let Some(mask) = structure {
+                let wd = self.add_watch(Instance::Structure, path, mask)?;
+                self.watches.insert(wd.clone(), (path.to_path_buf(), level));
+                added.push(wd);
+            }
+            if let Some(mask) = content {
+                let wd = self.add_watch(Instance::Content, path, mask)?;
+                self.content_watches.insert(wd.clone(), path.to_path_buf());
+                added.push(wd);
+            }
+            Ok(())
+        })();
         match result {
-            Ok(wd) => {
-                self.by_path.insert(path.to_path_buf(), wd.clone());
-                self.watches.insert(wd, (path.to_path_buf(), level));
+            Ok(()) => {
+                self.by_path.insert(path.to_path_buf(), added);
                 true
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => {
-                if !self.degraded {
-                    log::warn!(
-                        "cannot add an inotify watch for {} ({e}): rescanning the tree every second until watches can be added",
-                        path.display()
-                    );
+                self.unwatch(added);
+                if e.kind() != io::ErrorKind::NotFound {
+                    if !self.degraded {
+                        log::warn!(
+                            "cannot add an inotify watch for {} ({e}): rescanning the tree every second until watches can be added",
+                            path.display()
+                        );
+                    }
+                    self.degraded = true;
                 }
-                self.degraded = true;
                 false
             }
         }
     }
 
-    fn forget(&mut self, wd: &WatchDescriptor) {
-        if let Some((path, _)) = self.watches.remove(wd) {
-            self.by_path.remove(&path);
+    fn add_watch(
+        &mut self,
+        instance: Instance,
+        path: &Path,
+        mask: WatchMask,
+    ) -> io::Result<WatchDescriptor> {
+        if self
+            .max_watches
+            .is_some_and(|max| self.watch_count() >= max)
+        {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC)); // as the kernel says it
         }
+        match instance {
+            Instance::Structure => self.structure.watches().add(path, mask),
+            Instance::Content => self.content.watches().add(path, mask),
+        }
+    }
+
+    /// A watch of `path` is gone: the path is to be watched again when it
+    /// comes back (unless it already has, with new watches).
+    fn forget(&mut self, path: &Path, wd: &WatchDescriptor) {
+        if self.by_path.get(path).is_some_and(|wds| wds.contains(wd)) {
+            self.by_path.remove(path);
+        }
+    }
+
+    /// Removes watches of a path that could only be half watched.
+    fn unwatch(&mut self, wds: Vec<WatchDescriptor>) {
+        for wd in wds {
+            if self.watches.remove(&wd).is_some() {
+                let _ = self.structure.watches().remove(wd);
+            } else if self.content_watches.remove(&wd).is_some() {
+                let _ = self.content.watches().remove(wd);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Instance {
+    Structure,
+    Content,
+}
+
+/// The events queued on a non-blocking inotify instance; None when there
+/// are none (left). An interrupted read ends the round too: poll(2) reports
+/// what is left.
+fn read_available<'a>(
+    inotify: &mut Inotify,
+    buffer: &'a mut [u8],
+) -> io::Result<Option<Events<'a>>> {
+    match inotify.read_events(buffer) {
+        Ok(events) => Ok(Some(events)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 
