@@ -287,9 +287,15 @@ impl LineParser {
         write_content(out, &p.content, false, p.overflow, max);
         p.active = false;
         p.content.clear();
+        // A long line's buffer is not kept for the file's lifetime: over
+        // hundreds of files those add up to megabytes.
+        p.content.shrink_to(PENDING_KEPT_CAPACITY);
         p.overflow = false;
     }
 }
+
+/// Capacity a file's partial-line buffer keeps between lines.
+const PENDING_KEPT_CAPACITY: usize = 4096;
 
 /// A json-file record, tried only for lines that look like JSON objects.
 fn docker_line(line: &[u8]) -> Option<docker::DockerLine<'_>> {
