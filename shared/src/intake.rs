@@ -152,20 +152,21 @@ impl IntakeClient {
     /// a UTC `Z` timestamp and ending with `\n`, valid UTF-8, at most 32 MiB
     /// in all (SPEC §1; the caller guarantees all of this).
     pub fn post_logs(&self, meta: &LogMeta, stream: &[u8]) -> Result<(), SendError> {
-        let multipart = Multipart::logs(meta, stream);
+        let multipart = Multipart::logs(meta);
         let url = format!("{}/logs", self.base_url);
-        self.post(&url, &multipart.content_type, &multipart.body)
+        let body = Body([&multipart.head, stream, &multipart.tail]);
+        self.post(&url, &multipart.content_type, body)
     }
 
     /// `POST /<route>` with `body`, a JSON array of records under 1 MiB
     /// (SPEC §1), as `Content-Type: application/json`.
     pub fn post_json(&self, route: Route, body: &[u8]) -> Result<(), SendError> {
         let url = format!("{}/{}", self.base_url, route.name());
-        self.post(&url, "application/json", body)
+        self.post(&url, "application/json", Body([body, &[], &[]]))
     }
 
     /// One POST, with one token renewal and resend after a 401.
-    fn post(&self, url: &str, content_type: &str, body: &[u8]) -> Result<(), SendError> {
+    fn post(&self, url: &str, content_type: &str, body: Body<'_>) -> Result<(), SendError> {
         let token = self.tokens.token(&self.agent)?;
         match self.post_once(url, content_type, body, &token) {
             Err(SendError::Retryable {
@@ -183,15 +184,18 @@ impl IntakeClient {
         &self,
         url: &str,
         content_type: &str,
-        body: &[u8],
+        body: Body<'_>,
         token: &str,
     ) -> Result<(), SendError> {
+        let mut reader = body.reader();
         let mut response = self
             .agent
             .post(url)
             .header("Authorization", format!("Bearer {token}"))
             .header("Content-Type", content_type)
-            .send(body)
+            // Set by hand: a reader body would otherwise go chunked.
+            .header("Content-Length", body.len())
+            .send(ureq::SendBody::from_reader(&mut reader))
             .map_err(|e| SendError::Retryable {
                 reason: format!("POST {url}: {e}"),
                 status: None,
@@ -293,40 +297,54 @@ fn build_proxy(config: &ProxyConfig) -> Option<ureq::Proxy> {
     builder.build().ok()
 }
 
-/// A multipart/form-data body and its Content-Type.
+/// A request body in pieces, sent one after the other: a `/logs` body is
+/// not copied into one buffer (a batch is up to 1 MiB, sent hundreds of
+/// times a second while logd drains a backlog).
+#[derive(Clone, Copy)]
+struct Body<'a>([&'a [u8]; 3]);
+
+impl<'a> Body<'a> {
+    fn len(&self) -> usize {
+        self.0.iter().map(|piece| piece.len()).sum()
+    }
+
+    fn reader(&self) -> impl Read + 'a {
+        let [a, b, c] = self.0;
+        a.chain(b).chain(c)
+    }
+}
+
+/// The multipart/form-data framing around a `/logs` stream, and its
+/// Content-Type.
 struct Multipart {
     content_type: String,
-    body: Vec<u8>,
+    /// The `metadata` part and the `stream` part's headers.
+    head: Vec<u8>,
+    /// What follows the stream: the closing boundary.
+    tail: Vec<u8>,
 }
 
 impl Multipart {
-    /// The `/logs` body: part `metadata` (JSON) then part `stream`, built in
-    /// one buffer with one copy of `stream`. The boundary is 40 random
-    /// alphanumerics (~238 bits), drawn after the data was written, so no
-    /// log line can contain it except by a chance of about 2^-200.
-    fn logs(meta: &LogMeta, stream: &[u8]) -> Multipart {
+    /// The `/logs` framing: part `metadata` (JSON) then part `stream`. The
+    /// boundary is 40 random alphanumerics (~238 bits), fresh for every
+    /// request, so a log line contains it only by a chance of about 2^-200.
+    fn logs(meta: &LogMeta) -> Multipart {
         let boundary = random_boundary();
         let metadata = serde_json::to_string(meta).expect("two strings always serialize");
-        let mut body = Vec::with_capacity(stream.len() + metadata.len() + 4 * boundary.len() + 300);
-        let mut part = |name: &str, content_type: &str, content: &[u8]| {
-            body.extend_from_slice(b"--");
-            body.extend_from_slice(boundary.as_bytes());
-            body.extend_from_slice(b"\r\nContent-Disposition: form-data; name=\"");
-            body.extend_from_slice(name.as_bytes());
-            body.extend_from_slice(b"\"\r\nContent-Type: ");
-            body.extend_from_slice(content_type.as_bytes());
-            body.extend_from_slice(b"\r\n\r\n");
-            body.extend_from_slice(content);
-            body.extend_from_slice(b"\r\n");
+        let part_head = |name: &str, content_type: &str| {
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\nContent-Type: {content_type}\r\n\r\n"
+            )
         };
-        part("metadata", "application/json", metadata.as_bytes());
-        part("stream", "application/octet-stream", stream);
-        body.extend_from_slice(b"--");
-        body.extend_from_slice(boundary.as_bytes());
-        body.extend_from_slice(b"--\r\n");
+        let head = format!(
+            "{}{metadata}\r\n{}",
+            part_head("metadata", "application/json"),
+            part_head("stream", "application/octet-stream")
+        );
         Multipart {
             content_type: format!("multipart/form-data; boundary={boundary}"),
-            body,
+            head: head.into_bytes(),
+            tail: format!("\r\n--{boundary}--\r\n").into_bytes(),
         }
     }
 }
@@ -385,14 +403,21 @@ mod tests {
             file: "0.log",
         };
         let stream = b"2024-11-18T08:59:45.123456789Z stdout F hello\n";
-        let one = Multipart::logs(&meta, stream);
-        let two = Multipart::logs(&meta, stream);
+        let one = Multipart::logs(&meta);
+        let two = Multipart::logs(&meta);
         assert_ne!(one.content_type, two.content_type);
         let boundary = one
             .content_type
             .strip_prefix("multipart/form-data; boundary=")
             .expect("boundary parameter");
-        let text = String::from_utf8(one.body).expect("utf-8 body");
+        let mut body = Vec::new();
+        let pieces = Body([&one.head, stream, &one.tail]);
+        pieces
+            .reader()
+            .read_to_end(&mut body)
+            .expect("reading slices");
+        assert_eq!(body.len(), pieces.len());
+        let text = String::from_utf8(body).expect("utf-8 body");
         let expected = format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\
              Content-Type: application/json\r\n\r\n\
