@@ -749,10 +749,20 @@ impl Tailer {
         let f = self.files.get_mut(&key)?;
         let scratch = &mut self.scratch;
         f.reader.take_held(scratch);
-        // Sized for what is there to read, so it does not grow by doubling.
+        // Sized for what is there to read, so it does not grow by doubling:
+        // output is about as long as input, and when the budget cuts it, it
+        // goes one line past the budget.
         let unread = f.reader.size().saturating_sub(f.reader.offset()) as usize;
-        let mut out = Vec::with_capacity(budget.min(READ_SIZE).min(unread + 4096));
+        let expected = unread + unread / 8 + 256;
+        let limit = budget.min(READ_SIZE);
+        let capacity = if expected < limit {
+            expected
+        } else {
+            limit + self.cfg.max_line_bytes.min(READ_SIZE) + 64
+        };
+        let mut out = Vec::with_capacity(capacity);
         let mut lines = 0;
+        let mut at_end = false;
         let end = loop {
             // Lines in what is held or was just read first, then more bytes.
             if f.skipping {
@@ -792,6 +802,10 @@ impl Tailer {
             if out.len() >= budget {
                 break ReadEnd::Paused;
             }
+            if at_end {
+                f.dirty = false;
+                break ReadEnd::Paused;
+            }
             let want = (budget - out.len()).clamp(4096, READ_SIZE);
             match f.reader.fill(scratch, want) {
                 Err(e) => {
@@ -813,7 +827,14 @@ impl Tailer {
                     f.dirty = false;
                     break ReadEnd::Paused;
                 }
-                Ok(Fill::Read(n)) => self.stats.bytes_read += n as u64,
+                Ok(Fill::Read(n)) => {
+                    self.stats.bytes_read += n as u64;
+                    // Short of what was asked: the file's end as of the
+                    // size just taken. A live file is done for this round
+                    // after parsing (a later write has its own event),
+                    // without another fstat(2) to find its end again.
+                    at_end = n < want && f.release.is_none();
+                }
             }
         };
         if matches!(end, ReadEnd::Finished | ReadEnd::Truncated) {

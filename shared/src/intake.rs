@@ -308,9 +308,26 @@ impl<'a> Body<'a> {
         self.0.iter().map(|piece| piece.len()).sum()
     }
 
-    fn reader(&self) -> impl Read + 'a {
-        let [a, b, c] = self.0;
-        a.chain(b).chain(c)
+    fn reader(&self) -> BodyReader<'a> {
+        BodyReader(self.0)
+    }
+}
+
+/// Reads the pieces of a [`Body`] in order. Unlike `Read::chain`, a read
+/// spans pieces: ureq sends what each read returns, and a read ending at
+/// the small multipart head would cost a send(2) of its own.
+struct BodyReader<'a>([&'a [u8]; 3]);
+
+impl Read for BodyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        for piece in &mut self.0 {
+            let take = piece.len().min(buf.len() - n);
+            buf[n..n + take].copy_from_slice(&piece[..take]);
+            *piece = &piece[take..];
+            n += take;
+        }
+        Ok(n)
     }
 }
 

@@ -28,14 +28,14 @@ use self::tailing::Tailing;
 use self::uploader::Uploader;
 
 /// Messages (each a chunk list of up to 256 KiB) queued for the batcher.
-const CHUNK_QUEUE: usize = 4;
+const CHUNK_QUEUE: usize = 2;
 /// Batches queued for the uploader, besides the one it is sending.
 const BATCH_QUEUE: usize = 1;
 /// Discovery messages queued for the parse thread; a full queue blocks
 /// discovery, the kernel queues events, and an overflow means a rescan.
 const CHANGE_QUEUE: usize = 1024;
 /// Bytes held in all batches at most (SPEC §3: "a few MiB").
-const BATCHES_CAP: usize = 4 * 1024 * 1024;
+const BATCHES_CAP: usize = 1024 * 1024;
 
 /// Runs logd until SIGTERM/SIGINT and the drain; returns the exit status.
 pub fn run(settings: Settings) -> i32 {

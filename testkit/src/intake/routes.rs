@@ -156,7 +156,7 @@ fn logs(shared: &Shared, head: &RequestHead, body: Vec<u8>) -> Result<Delivery, 
     if let Some(response) = rejection(shared, request.stream.as_bytes()) {
         return Err(response);
     }
-    let line_count = request.lines().count() as u64;
+    let line_count = request.line_count as u64;
     let bytes = request.stream.len() as u64;
     let batch = if shared.opts.count_only {
         None
