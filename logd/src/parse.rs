@@ -286,16 +286,12 @@ impl LineParser {
         out.extend_from_slice(&p.head);
         write_content(out, &p.content, false, p.overflow, max);
         p.active = false;
-        p.content.clear();
-        // A long line's buffer is not kept for the file's lifetime: over
-        // hundreds of files those add up to megabytes.
-        p.content.shrink_to(PENDING_KEPT_CAPACITY);
+        // Partial lines are rare: their buffer is not kept for the file's
+        // lifetime (over hundreds of files those add up to megabytes).
+        p.content = Vec::new();
         p.overflow = false;
     }
 }
-
-/// Capacity a file's partial-line buffer keeps between lines.
-const PENDING_KEPT_CAPACITY: usize = 4096;
 
 /// A json-file record, tried only for lines that look like JSON objects.
 fn docker_line(line: &[u8]) -> Option<docker::DockerLine<'_>> {
