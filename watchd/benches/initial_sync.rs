@@ -15,8 +15,8 @@ mod support;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use support::Watchd;
+use serde_json::json;
+use support::{Watchd, copy, fixture};
 use testkit::apiserver::ApiServer;
 use testkit::intake::Intake;
 
@@ -24,30 +24,6 @@ const PODS: usize = 10_000;
 const CUSTOM: usize = 1_000;
 const UPDATES_PER_SEC: usize = 500;
 const UPDATE_SECS: usize = 10;
-
-fn fixture(name_part: &str) -> Value {
-    let dir = support::fixtures_dir();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("fixtures")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.to_string_lossy().contains(name_part))
-        .collect();
-    files.sort();
-    let record: Value =
-        serde_json::from_slice(&std::fs::read(&files[0]).expect("readable")).expect("JSON");
-    record["json"].clone()
-}
-
-/// A copy of `template` with a new name (and no uid/resourceVersion).
-fn copy(template: &Value, name: &str) -> Value {
-    let mut o = template.clone();
-    let meta = o["metadata"].as_object_mut().expect("metadata");
-    meta.insert("name".into(), name.into());
-    meta.remove("uid");
-    meta.remove("resourceVersion");
-    meta.remove("generateName");
-    o
-}
 
 fn metric(watchd: &Watchd, prefix: &str) -> u64 {
     watchd
@@ -60,19 +36,14 @@ fn metric(watchd: &Watchd, prefix: &str) -> u64 {
 }
 
 /// (user+system CPU seconds, peak RSS in KiB) of a process.
-fn usage(pid: u32) -> (f64, u64) {
+/// CPU seconds (user + system) of the process so far.
+fn usage(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     let fields: Vec<&str> = stat.rsplit_once(") ").expect("comm").1.split(' ').collect();
     let ticks: f64 =
         fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .expect("VmHWM");
     // USER_HZ is 100 on Linux.
-    (ticks / 100.0, hwm)
+    ticks / 100.0
 }
 
 fn wait_shipped(watchd: &Watchd, at_least: u64, timeout: Duration) {
@@ -122,7 +93,7 @@ fn main() {
     let objects = (PODS + CUSTOM) as u64;
     wait_shipped(&watchd, objects, Duration::from_secs(300));
     let sync = start.elapsed();
-    let (_, rss_sync) = usage(watchd.pid());
+    let rss_sync = watchd.peak_rss_kib();
     let sent: usize = intake
         .requests()
         .iter()
@@ -136,7 +107,7 @@ fn main() {
         .count();
 
     // A stream of updates: a real change (a label) on Pods, round-robin.
-    let (cpu_before, _) = usage(watchd.pid());
+    let cpu_before = usage(watchd.pid());
     let stream_start = Instant::now();
     let total = UPDATES_PER_SEC * UPDATE_SECS;
     for n in 0..total {
@@ -155,7 +126,7 @@ fn main() {
     let offered = stream_start.elapsed();
     wait_shipped(&watchd, objects + total as u64, Duration::from_secs(120));
     let stream = stream_start.elapsed();
-    let (cpu_after, rss_peak) = usage(watchd.pid());
+    let (cpu_after, rss_peak) = (usage(watchd.pid()), watchd.peak_rss_kib());
     let cpu_percent = (cpu_after - cpu_before) / stream.as_secs_f64() * 100.0;
 
     println!(

@@ -29,7 +29,7 @@ use crate::watch_pacing::WatchPacingLayer;
 
 /// Objects per list page: bounds what a watcher holds while listing.
 const PAGE_SIZE: u32 = 250;
-/// How often a forbidden (403) resource is tried again.
+/// How often a forbidden (403) or not served (404) resource is tried again.
 pub const FORBIDDEN_RETRY: Duration = Duration::from_secs(180);
 /// A watcher without an error for this long starts its backoff over.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(120);
@@ -249,8 +249,10 @@ pub async fn watch_target(ctx: WatcherCtx, target: Arc<Target>) {
         }
         listed |= done;
         if listed && state != WatcherState::Watching {
-            if state == WatcherState::Forbidden {
-                log::info!("{name}: permitted now, watching");
+            match state {
+                WatcherState::Forbidden => log::info!("{name}: permitted now, watching"),
+                WatcherState::NotServed => log::info!("{name}: served now, watching"),
+                _ => {}
             }
             state = WatcherState::Watching;
             ctx.status.set(&name, state);
@@ -274,8 +276,9 @@ fn to_msg(target: &Arc<Target>, event: watcher::Event<DynamicObject>) -> WatchMs
 }
 
 /// Logs and counts a watcher error; returns how long to wait before the
-/// watcher tries again, and its state meanwhile. A refusal (403) is logged
-/// once, when the watcher enters the forbidden state.
+/// watcher tries again, and its state meanwhile. A refusal (403) or a
+/// resource the cluster does not serve (404) is logged once, when the
+/// watcher enters that state.
 fn on_error(
     ctx: &WatcherCtx,
     target: &Target,
@@ -307,6 +310,16 @@ fn on_error(
                 );
             }
             (FORBIDDEN_RETRY, WatcherState::Forbidden)
+        }
+        Some(404) => {
+            count("not_served");
+            if state != WatcherState::NotServed {
+                log::warn!(
+                    "{name}: this API server does not serve it (404); not watched, tried again every {} minutes",
+                    FORBIDDEN_RETRY.as_secs() / 60
+                );
+            }
+            (FORBIDDEN_RETRY, WatcherState::NotServed)
         }
         Some(410) => {
             // Expected: the watch's version was compacted away (Events in

@@ -2,7 +2,8 @@
 //!
 //! watchd is ready once the CRD watcher has listed and every watcher that
 //! is permitted has finished its first list (SPEC §4 "RBAC"): a forbidden
-//! resource does not hold readiness back.
+//! resource, or one this cluster does not serve, does not hold readiness
+//! back.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,23 +21,34 @@ pub enum WatcherState {
     Watching,
     /// The API server refused it (403); retried every few minutes.
     Forbidden,
+    /// The API server does not serve it (404: an API this cluster lacks);
+    /// retried every few minutes.
+    NotServed,
     /// It failed otherwise and waits to retry.
     Retrying,
 }
 
 impl WatcherState {
-    const ALL: [WatcherState; 4] = [
+    const ALL: [WatcherState; 5] = [
         WatcherState::Listing,
         WatcherState::Watching,
         WatcherState::Forbidden,
+        WatcherState::NotServed,
         WatcherState::Retrying,
     ];
+
+    /// Refused for good (until retried minutes later): it does not hold
+    /// readiness back.
+    fn is_refused(self) -> bool {
+        matches!(self, WatcherState::Forbidden | WatcherState::NotServed)
+    }
 
     fn name(self) -> &'static str {
         match self {
             WatcherState::Listing => "listing",
             WatcherState::Watching => "watching",
             WatcherState::Forbidden => "forbidden",
+            WatcherState::NotServed => "not_served",
             WatcherState::Retrying => "retrying",
         }
     }
@@ -104,7 +116,7 @@ impl WatchStatus {
         let all_listed = inner
             .watchers
             .values()
-            .all(|(state, listed)| *listed || *state == WatcherState::Forbidden);
+            .all(|(state, listed)| *listed || state.is_refused());
         if inner.crds_listed && all_listed && !self.health.is_ready() {
             log::info!("initial lists done: ready");
             self.health.set_ready();

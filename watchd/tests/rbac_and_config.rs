@@ -39,6 +39,32 @@ fn a_forbidden_resource_names_the_missing_rule_once_and_the_rest_flows_and_turns
     assert!(api.requests().iter().all(|r| !r.path.contains("secrets")));
 }
 
+#[test]
+fn a_resource_the_cluster_does_not_serve_is_logged_once_and_does_not_hold_readiness() {
+    // The test API server has no batch group: cronjobs answer 404, as on a
+    // cluster without that API.
+    let api = ApiServer::start();
+    api.create(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "namespace": "default"}, "spec": {}}));
+    let intake = Intake::start();
+    let watchd = Watchd::start(
+        &api,
+        &intake,
+        &[("WATCHD_RESOURCES", "pods,cronjobs.batch")],
+    );
+    let message = "cronjobs.batch: this API server does not serve it (404)";
+    watchd.wait_log(message, DEADLINE);
+    wait_intake(&intake, &watchd, "the pod", |i| {
+        count(i, "resources", "initapply", "p1") == 1
+    });
+    watchd.wait_ready();
+    assert_eq!(watchd.log().matches(message).count(), 1, "{}", watchd.log());
+    let metrics = watchd.get("/metrics").1;
+    assert!(
+        metrics.contains("watchd_watchers{state=\"not_served\"} 1"),
+        "{metrics}"
+    );
+}
+
 fn exits_2_with(env: &[(&str, &str)], with_api: bool, expected: &[&str]) {
     let api = ApiServer::start();
     let intake = Intake::start();

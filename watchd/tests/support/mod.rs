@@ -27,6 +27,31 @@ pub fn fixtures_dir() -> PathBuf {
     }
 }
 
+/// The `json` object of the first fixture whose file name contains `name_part`.
+pub fn fixture(name_part: &str) -> Value {
+    let dir = fixtures_dir();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().contains(name_part))
+        .collect();
+    files.sort();
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(&files[0]).expect("readable")).expect("JSON");
+    record["json"].clone()
+}
+
+/// `template` renamed to `name`, without what the API server assigns.
+pub fn copy(template: &Value, name: &str) -> Value {
+    let mut o = template.clone();
+    let meta = o["metadata"].as_object_mut().expect("metadata");
+    meta.insert("name".into(), name.into());
+    meta.remove("uid");
+    meta.remove("resourceVersion");
+    meta.remove("generateName");
+    o
+}
+
 /// A running watchd process; killed when dropped.
 pub struct Watchd {
     child: Child,
@@ -167,6 +192,17 @@ impl Watchd {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .expect("VmHWM")
     }
 }
 
