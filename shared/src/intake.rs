@@ -243,18 +243,16 @@ fn classify(
 fn build_agent(settings: &IntakeConfig) -> ureq::Agent {
     // The Mozilla roots, plus the extra ones of `HIK8S_CA_FILE`; rustls on
     // ring, the one crypto provider of the project (kube uses it too).
-    let roots: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+    // The Mozilla roots are borrowed from the binary, not copied to the heap.
+    let mozilla = webpki_root_certs::TLS_SERVER_ROOT_CERTS
         .iter()
-        .map(|der| Certificate::from_der(der.as_ref()).to_owned())
-        .chain(
-            settings
-                .extra_roots
-                .iter()
-                .map(|der| Certificate::from_der(der).to_owned()),
-        )
-        .collect();
+        .map(|der| Certificate::from_der(der.as_ref()));
+    let extra = settings
+        .extra_roots
+        .iter()
+        .map(|der| Certificate::from_der(der).to_owned());
     let tls = TlsConfig::builder()
-        .root_certs(RootCerts::new_with_certs(&roots))
+        .root_certs(RootCerts::from(mozilla.chain(extra)))
         .unversioned_rustls_crypto_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
         ));
