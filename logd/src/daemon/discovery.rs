@@ -141,10 +141,10 @@ impl Discovery {
             let mut round = Round::default();
             let mut read = Ok(());
             if structure_ready {
-                read = read.and(self.read_structure(&mut buffer, &mut round));
+                read = read.and(self.read_events(Instance::Structure, &mut buffer, &mut round));
             }
             if content_ready {
-                read = read.and(self.read_content(&mut buffer, &mut round));
+                read = read.and(self.read_events(Instance::Content, &mut buffer, &mut round));
                 content_at = Some(Instant::now() + CONTENT_COALESCE);
             } else if content_at.is_some_and(|at| at <= Instant::now()) {
                 content_at = None;
@@ -203,49 +203,59 @@ impl Discovery {
         Ok((fds[0].revents != 0, content_open && fds[1].revents != 0))
     }
 
-    fn read_structure(&mut self, buffer: &mut [u8], round: &mut Round) -> io::Result<()> {
+    /// Reads what `instance` has queued and adds it to `round`.
+    fn read_events(
+        &mut self,
+        instance: Instance,
+        buffer: &mut [u8],
+        round: &mut Round,
+    ) -> io::Result<()> {
         loop {
-            let events = match read_available(&mut self.structure, buffer)? {
-                Some(events) => events,
-                None => return Ok(()),
+            let inotify = match instance {
+                Instance::Structure => &mut self.structure,
+                Instance::Content => &mut self.content,
+            };
+            let Some(events) = read_available(inotify, buffer)? else {
+                return Ok(());
             };
             for event in events {
                 if event.mask.contains(EventMask::Q_OVERFLOW) {
                     self.overflowed(round);
                     continue;
                 }
-                let name = event.name.map(PathBuf::from);
-                self.on_event(&event.wd, event.mask, name.as_deref(), &mut round.changed);
+                let name = event.name.map(Path::new);
+                match instance {
+                    Instance::Structure => {
+                        self.on_event(&event.wd, event.mask, name, &mut round.changed)
+                    }
+                    Instance::Content => {
+                        self.on_write(&event.wd, event.mask, name, &mut round.changed)
+                    }
+                }
             }
         }
     }
 
-    fn read_content(&mut self, buffer: &mut [u8], round: &mut Round) -> io::Result<()> {
-        loop {
-            let events = match read_available(&mut self.content, buffer)? {
-                Some(events) => events,
-                None => return Ok(()),
-            };
-            for event in events {
-                if event.mask.contains(EventMask::Q_OVERFLOW) {
-                    self.overflowed(round);
-                    continue;
-                }
-                if event.mask.contains(EventMask::IGNORED) {
-                    // The watched dir or file is gone; the kernel dropped the watch.
-                    if let Some(path) = self.content_watches.remove(&event.wd) {
-                        self.forget(&path, &event.wd);
-                    }
-                    continue;
-                }
-                let Some(path) = self.content_watches.get(&event.wd) else {
-                    continue;
-                };
-                round.changed.push(match event.name {
-                    Some(name) => path.join(name),
-                    None => path.clone(),
-                });
+    /// A write to a file of a watched container dir, or to a linked file.
+    fn on_write(
+        &mut self,
+        wd: &WatchDescriptor,
+        mask: EventMask,
+        name: Option<&Path>,
+        changed: &mut Vec<PathBuf>,
+    ) {
+        if mask.contains(EventMask::IGNORED) {
+            // The watched dir or file is gone; the kernel dropped the watch.
+            if let Some(path) = self.content_watches.remove(wd) {
+                self.forget(&path, wd);
             }
+            return;
+        }
+        if let Some(path) = self.content_watches.get(wd) {
+            changed.push(match name {
+                Some(name) => path.join(name),
+                None => path.clone(),
+            });
         }
     }
 
