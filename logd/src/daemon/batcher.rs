@@ -130,10 +130,12 @@ fn add(pending: &mut HashMap<FileKey, Pending>, chunk: Chunk, max_bytes: usize) 
         Some(p) => {
             let needed = p.batch.lines.len() + chunk.lines.len();
             if needed > p.batch.lines.capacity() {
-                // Grow by doubling, but never past a full batch (a batch
-                // just over max_bytes would otherwise hold twice that).
-                let doubled = (2 * p.batch.lines.capacity()).min(max_bytes);
-                let target = needed.max(doubled);
+                // Grow by a quarter (still amortised: a batch takes many
+                // small chunks while lingering, and doubling left up to half
+                // of every batch empty), never past a full batch.
+                let capacity = p.batch.lines.capacity();
+                let grown = (capacity + capacity / 4).min(max_bytes);
+                let target = needed.max(grown);
                 p.batch.lines.reserve_exact(target - p.batch.lines.len());
             }
             p.batch.lines.extend_from_slice(&chunk.lines);
