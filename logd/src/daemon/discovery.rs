@@ -128,7 +128,7 @@ impl Discovery {
     /// The thread body: reads events until the channel closes.
     pub fn run(mut self, tx: Sender<Change>) {
         let mut buffer = vec![0u8; EVENT_BUFFER];
-        // When the content instance may be read again; None: now.
+        // When the content instance may be read again (at once once past).
         let mut content_at: Option<Instant> = None;
         loop {
             let (structure_ready, content_ready) = match self.poll(content_at) {
@@ -139,19 +139,18 @@ impl Discovery {
                 }
             };
             let mut round = Round::default();
-            let mut read = Ok(());
-            if structure_ready {
-                read = read.and(self.read_events(Instance::Structure, &mut buffer, &mut round));
+            let ready = [
+                (structure_ready, Instance::Structure),
+                (content_ready, Instance::Content),
+            ];
+            for (_, instance) in ready.into_iter().filter(|(ready, _)| *ready) {
+                if let Err(e) = self.read_events(instance, &mut buffer, &mut round) {
+                    log::error!("reading inotify events failed: {e}; discovery stops");
+                    return;
+                }
             }
             if content_ready {
-                read = read.and(self.read_events(Instance::Content, &mut buffer, &mut round));
                 content_at = Some(Instant::now() + CONTENT_COALESCE);
-            } else if content_at.is_some_and(|at| at <= Instant::now()) {
-                content_at = None;
-            }
-            if let Err(e) = read {
-                log::error!("reading inotify events failed: {e}; discovery stops");
-                return;
             }
             if round.rescan {
                 self.watch_tree();
