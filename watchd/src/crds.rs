@@ -18,7 +18,7 @@ use serde_json::Value;
 use shared::retry::Backoff;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::kube_thread::{FORBIDDEN_RETRY, WatchMsg, WatcherCtx, api_resource, watch_target};
+use crate::kube_thread::{REFUSED_RETRY, WatchMsg, WatcherCtx, api_resource, watch_target};
 use crate::rbac;
 use crate::resources::{Route, Target};
 use crate::status::WatcherState;
@@ -163,7 +163,7 @@ pub async fn watch_crds(ctx: WatcherCtx, exclude: Vec<String>) {
                     if !forbidden {
                         log::warn!(
                             "{} (custom resources are not watched meanwhile)",
-                            rbac::forbidden_message(&crds, FORBIDDEN_RETRY.as_secs() / 60)
+                            rbac::forbidden_message(&crds, REFUSED_RETRY.as_secs() / 60)
                         );
                         forbidden = true;
                     }
@@ -172,7 +172,7 @@ pub async fn watch_crds(ctx: WatcherCtx, exclude: Vec<String>) {
                         first_list_done = true;
                         ctx.status.crds_listed();
                     }
-                    FORBIDDEN_RETRY
+                    REFUSED_RETRY
                 } else {
                     let wait = backoff.next_delay(None);
                     log::warn!("customresourcedefinitions: {error}; retrying in {wait:.1?}");

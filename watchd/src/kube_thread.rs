@@ -30,7 +30,7 @@ use crate::watch_pacing::WatchPacingLayer;
 /// Objects per list page: bounds what a watcher holds while listing.
 const PAGE_SIZE: u32 = 250;
 /// How often a forbidden (403) or not served (404) resource is tried again.
-pub const FORBIDDEN_RETRY: Duration = Duration::from_secs(180);
+pub const REFUSED_RETRY: Duration = Duration::from_secs(180);
 /// A watcher without an error for this long starts its backoff over.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(120);
 /// Threads of the runtime's blocking pool (kube uses it for kubeconfig
@@ -306,20 +306,20 @@ fn on_error(
             if state != WatcherState::Forbidden {
                 log::warn!(
                     "{}",
-                    rbac::forbidden_message(target, FORBIDDEN_RETRY.as_secs() / 60)
+                    rbac::forbidden_message(target, REFUSED_RETRY.as_secs() / 60)
                 );
             }
-            (FORBIDDEN_RETRY, WatcherState::Forbidden)
+            (REFUSED_RETRY, WatcherState::Forbidden)
         }
         Some(404) => {
             count("not_served");
             if state != WatcherState::NotServed {
                 log::warn!(
                     "{name}: this API server does not serve it (404); not watched, tried again every {} minutes",
-                    FORBIDDEN_RETRY.as_secs() / 60
+                    REFUSED_RETRY.as_secs() / 60
                 );
             }
-            (FORBIDDEN_RETRY, WatcherState::NotServed)
+            (REFUSED_RETRY, WatcherState::NotServed)
         }
         Some(410) => {
             // Expected: the watch's version was compacted away (Events in
