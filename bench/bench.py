@@ -49,6 +49,21 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def thread_cpu(pid):
+    """{thread name: CPU seconds} of the live threads (what `top -H` shows)."""
+    threads = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, fields = f.read().rsplit(")", 1)
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+        name = head.split("(", 1)[1]
+        fields = fields.split()
+        threads[name] = threads.get(name, 0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return threads
+
+
 def status_field(path, name):
     with open(path) as f:
         for line in f:
@@ -359,10 +374,13 @@ def rate_case(bench, shipper, files, rate, seconds):
             raise RuntimeError(f"{shipper.name}: prefill not delivered; see {run.dir}")
         run.intake.wait_for(lambda c: False, 1.5)  # settle: linger, checkpoint
         run.intake.reset_latency()
-        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        cpu0, t0, threads0 = cpu_seconds(pid), time.monotonic(), thread_cpu(pid)
         writer.go()
         manifest = writer.wait()
-        cpu1, t1 = cpu_seconds(pid), time.monotonic()
+        cpu1, t1, threads1 = cpu_seconds(pid), time.monotonic(), thread_cpu(pid)
+        per_thread = {name: 100 * (cpu - threads0.get(name, 0)) / (t1 - t0) for name, cpu in threads1.items()}
+        shown = ", ".join(f"{name} {pct:.1f}" for name, pct in sorted(per_thread.items(), key=lambda kv: -kv[1]))
+        print(f"    {shipper.name} CPU % by thread: {shown}", flush=True)
         rss = peak_rss_mib(pid)
         expected = shipper.expected(manifest)
         done = run.wait_delivered(expected, 60)

@@ -4,7 +4,8 @@
 
 use std::borrow::Borrow;
 use std::fs::File;
-use std::io::{self, Read, Seek};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use flate2::read::MultiGzDecoder;
@@ -130,27 +131,19 @@ impl FileReader {
         let old = buf.len();
         let n = match &mut self.source {
             Source::Plain(file) => {
-                self.size = file.metadata()?.len();
+                // Read first, stat only when nothing came: in the steady
+                // state a round is one pread(2) per file, not an fstat, an
+                // lseek and a read.
                 let read_pos = self.offset + old as u64;
-                if self.size < read_pos {
-                    return Ok(Fill::Truncated { size: self.size });
-                }
-                let want = max.min((self.size - read_pos).min(usize::MAX as u64) as usize);
-                if want == 0 {
-                    return Ok(Fill::Eof);
-                }
-                // Read into the spare capacity: File::read_buf (used by
-                // read_to_end) does not zero the buffer first.
-                buf.reserve(want);
-                let mut f: &File = file;
-                f.seek(io::SeekFrom::Start(read_pos))?;
-                match f.take(want as u64).read_to_end(buf) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        buf.truncate(old);
-                        return Err(e);
+                let n = pread_append(file, buf, max, read_pos)?;
+                if n == 0 {
+                    self.size = file.metadata()?.len();
+                    if self.size < read_pos {
+                        return Ok(Fill::Truncated { size: self.size });
                     }
                 }
+                self.size = self.size.max(read_pos + n as u64);
+                n
             }
             Source::Gz(dec) => {
                 buf.resize(old + max, 0);
@@ -181,6 +174,23 @@ impl FileReader {
         self.offset = 0;
         self.held = Vec::new();
     }
+}
+
+/// pread(2) of up to `max` bytes at `pos`, appended to `buf` (its spare
+/// capacity, not zeroed first: std's `read_buf_at` is not stable yet).
+fn pread_append(file: &File, buf: &mut Vec<u8>, max: usize, pos: u64) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = &mut buf.spare_capacity_mut()[..max];
+    let offset = libc::off_t::try_from(pos).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let n = read_retrying(|| {
+        // SAFETY: `spare` is `max` bytes of writable memory owned by `buf`;
+        // pread writes at most that many.
+        let n = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), max, offset) };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    })?;
+    // SAFETY: pread initialised the first `n` (<= max) spare bytes.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 fn read_retrying(mut read: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {

@@ -212,6 +212,8 @@ pub struct Tailer {
     store: CheckpointStore,
     files: BTreeMap<FileKey, OpenFile>,
     by_inode: HashMap<(u64, u64), FileKey>,
+    /// Open files by the path they were last seen at, for write hints.
+    by_path: HashMap<PathBuf, FileKey>,
     acks: AckTracker,
     live: HashMap<FileKey, Live>,
     live_ids: HashMap<FileId, FileKey>,
@@ -235,6 +237,7 @@ impl Tailer {
             store,
             files: BTreeMap::new(),
             by_inode: HashMap::new(),
+            by_path: HashMap::new(),
             acks: AckTracker::default(),
             live: HashMap::new(),
             live_ids: HashMap::new(),
@@ -305,22 +308,26 @@ impl Tailer {
                 if PodLogPath::from_parts(pod_dir, container, name).is_none() {
                     return; // e.g. kubelet's `.tmp` while it compresses
                 }
-                if let Ok(md) = fs::metadata(path) {
-                    if let Some(f) = self
-                        .by_inode
-                        .get(&(md.dev(), md.ino()))
-                        .and_then(|k| self.files.get_mut(k))
-                    {
-                        if f.path == path {
-                            f.dirty = true;
-                            return;
-                        }
-                    }
-                }
                 self.reconcile_container(pod_dir, container);
             }
             _ => {}
         }
+    }
+
+    /// A hint (from inotify) that the file at `path` was written to. The
+    /// open file last seen there is read next, without a look at the
+    /// filesystem: a write makes no new file, and a rename or a delete has
+    /// its own hint ([`Self::notify`]), so trusting the path here at worst
+    /// reads a renamed file (harmless) before that hint is taken.
+    pub fn notify_write(&mut self, path: &Path) {
+        if let Some(f) = self.by_path.get(path).and_then(|k| self.files.get_mut(k))
+            && f.path == path
+            && f.release.is_none()
+        {
+            f.dirty = true;
+            return;
+        }
+        self.notify(path);
     }
 
     /// Reads what is available, about `max_bytes` of output at most (one
@@ -556,6 +563,10 @@ impl Tailer {
                     .expect("the inode index only names open files");
                 if f.path != path {
                     log::debug!("{} is now {}", f.path.display(), path.display());
+                    if self.by_path.get(&f.path) == Some(&key) {
+                        self.by_path.remove(&f.path);
+                    }
+                    self.by_path.insert(path.clone(), key);
                     f.path.clone_from(&path);
                     if let Some(live) = self.live.get_mut(&key) {
                         live.path = path;
@@ -719,6 +730,7 @@ impl Tailer {
         );
         self.live_ids.insert(id, key);
         self.by_inode.insert(inode, key);
+        self.by_path.insert(path.clone(), key);
         self.files.insert(
             key,
             OpenFile {
@@ -749,18 +761,7 @@ impl Tailer {
         let f = self.files.get_mut(&key)?;
         let scratch = &mut self.scratch;
         f.reader.take_held(scratch);
-        // Sized for what is there to read, so it does not grow by doubling:
-        // output is about as long as input, and when the budget cuts it, it
-        // goes one line past the budget.
-        let unread = f.reader.size().saturating_sub(f.reader.offset()) as usize;
-        let expected = unread + unread / 8 + 256;
-        let limit = budget.min(READ_SIZE);
-        let capacity = if expected < limit {
-            expected
-        } else {
-            limit + self.cfg.max_line_bytes.min(READ_SIZE) + 64
-        };
-        let mut out = Vec::with_capacity(capacity);
+        let mut out = Vec::new();
         let mut lines = 0;
         let mut at_end = false;
         let end = loop {
@@ -829,6 +830,13 @@ impl Tailer {
                 }
                 Ok(Fill::Read(n)) => {
                     self.stats.bytes_read += n as u64;
+                    if out.capacity() == 0 {
+                        out.reserve_exact(out_capacity(
+                            scratch.len(),
+                            budget,
+                            self.cfg.max_line_bytes,
+                        ));
+                    }
                     // Short of what was asked: the file's end as of the
                     // size just taken. A live file is done for this round
                     // after parsing (a later write has its own event),
@@ -962,6 +970,7 @@ impl Tailer {
         );
         self.live_ids.insert(f.id, key);
         self.by_inode.insert((f.dev, f.ino), key);
+        self.by_path.insert(f.path.clone(), key);
         self.files.insert(key, f);
     }
 
@@ -970,6 +979,9 @@ impl Tailer {
         if let Some(f) = self.files.remove(&key) {
             if self.by_inode.get(&(f.dev, f.ino)) == Some(&key) {
                 self.by_inode.remove(&(f.dev, f.ino));
+            }
+            if self.by_path.get(&f.path) == Some(&key) {
+                self.by_path.remove(&f.path);
             }
         }
         if let Some(commit) = self.acks.done_reading(key) {
@@ -1052,6 +1064,19 @@ impl Tailer {
 
 /// Sorts a container's files oldest first: by restart, rotated ones by their
 /// stamp, the current file last.
+/// The output buffer of a read with `in_hand` bytes read, sized so that it
+/// does not grow by doubling: output is about as long as input, and when the
+/// budget cuts it, it goes one line past the budget.
+fn out_capacity(in_hand: usize, budget: usize, max_line_bytes: usize) -> usize {
+    let expected = in_hand + in_hand / 8 + 256;
+    let limit = budget.min(READ_SIZE);
+    if expected < limit {
+        expected
+    } else {
+        limit + max_line_bytes.min(READ_SIZE) + 64
+    }
+}
+
 fn age_order(log: &PodLogPath) -> (u32, bool, &str) {
     match &log.rotation {
         Rotation::Current => (log.restart, true, ""),

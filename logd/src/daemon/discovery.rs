@@ -32,8 +32,10 @@ const CONTENT_COALESCE: Duration = Duration::from_millis(100);
 /// What the parse thread is told.
 #[derive(Debug)]
 pub enum Change {
-    /// These paths (files or dirs) were created, written, moved or deleted.
+    /// These paths (files or dirs) were created, moved or deleted.
     Paths(Vec<PathBuf>),
+    /// These files were written to (and nothing else is known of them).
+    Writes(Vec<PathBuf>),
     /// Events may have been lost: rescan the whole tree.
     Rescan,
     /// Some directories could not be watched (inotify limits): until the
@@ -77,6 +79,7 @@ pub struct Discovery {
 #[derive(Default)]
 struct Round {
     changed: Vec<PathBuf>,
+    written: Vec<PathBuf>,
     rescan: bool,
 }
 
@@ -228,7 +231,7 @@ impl Discovery {
                         self.on_event(&event.wd, event.mask, name, &mut round.changed)
                     }
                     Instance::Content => {
-                        self.on_write(&event.wd, event.mask, name, &mut round.changed)
+                        self.on_write(&event.wd, event.mask, name, &mut round.written)
                     }
                 }
             }
@@ -241,7 +244,7 @@ impl Discovery {
         wd: &WatchDescriptor,
         mask: EventMask,
         name: Option<&Path>,
-        changed: &mut Vec<PathBuf>,
+        written: &mut Vec<PathBuf>,
     ) {
         if mask.contains(EventMask::IGNORED) {
             // The watched dir or file is gone; the kernel dropped the watch.
@@ -251,7 +254,7 @@ impl Discovery {
             return;
         }
         if let Some(path) = self.content_watches.get(wd) {
-            changed.push(match name {
+            written.push(match name {
                 Some(name) => path.join(name),
                 None => path.clone(),
             });
@@ -269,16 +272,15 @@ impl Discovery {
     }
 
     /// What the parse thread is told after a round of events.
-    fn messages(&self, mut round: Round) -> Vec<Change> {
+    fn messages(&self, round: Round) -> Vec<Change> {
         let mut messages = Vec::new();
+        // Structure first: a write to a file just created is then seen once
+        // the file is open.
         if !round.changed.is_empty() {
-            // Byte order, not Path's component-wise order: this runs
-            // for every event of a busy node.
-            round
-                .changed
-                .sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
-            round.changed.dedup();
-            messages.push(Change::Paths(round.changed));
+            messages.push(Change::Paths(deduplicated(round.changed)));
+        }
+        if !round.written.is_empty() {
+            messages.push(Change::Writes(deduplicated(round.written)));
         }
         if round.rescan {
             messages.push(Change::Rescan);
@@ -462,6 +464,14 @@ enum Instance {
 /// The events queued on a non-blocking inotify instance; None when there
 /// are none (left). An interrupted read ends the round too: poll(2) reports
 /// what is left.
+/// Sorted, each path once. Byte order, not Path's component-wise order:
+/// this runs for every event of a busy node.
+fn deduplicated(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    paths.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
+    paths.dedup();
+    paths
+}
+
 fn read_available<'a>(
     inotify: &mut Inotify,
     buffer: &'a mut [u8],

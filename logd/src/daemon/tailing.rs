@@ -230,6 +230,11 @@ impl Tailing {
                     self.tailer.notify(path);
                 }
             }
+            Change::Writes(paths) => {
+                for path in &paths {
+                    self.tailer.notify_write(path);
+                }
+            }
             Change::Rescan => {
                 self.metrics.inotify_rescans.inc();
                 self.tailer.scan();
