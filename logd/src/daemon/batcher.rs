@@ -48,32 +48,13 @@ impl Batcher {
                 Some(since) => crossbeam_channel::at(since + self.linger),
                 None => crossbeam_channel::never(),
             };
-            select! {
+            // Whatever one message or one timer makes ready goes on as one
+            // message: one hand-over, not one wake-up of each thread per batch.
+            let ready: Vec<Batch> = select! {
                 recv(self.chunks) -> chunks => match chunks {
-                    Ok(chunks) if chunks.is_empty() => {
-                        let files: Vec<FileKey> = pending.keys().copied().collect();
-                        for file in files {
-                            if !self.flush(&mut pending, file, &mut held) {
-                                return;
-                            }
-                        }
-                    }
-                    Ok(chunks) => {
-                        for chunk in chunks {
-                            held += chunk.lines.len();
-                            let file = chunk.file;
-                            let full = add(&mut pending, chunk, self.max_bytes) >= self.max_bytes;
-                            if full && !self.flush(&mut pending, file, &mut held) {
-                                return;
-                            }
-                        }
-                        while held > self.global_cap {
-                            let Some(largest) = largest(&pending) else { break };
-                            if !self.flush(&mut pending, largest, &mut held) {
-                                return;
-                            }
-                        }
-                    }
+                    // Caught up with a backlog: nothing lingers.
+                    Ok(chunks) if chunks.is_empty() => take_all(&mut pending, &mut held),
+                    Ok(chunks) => self.add_all(&mut pending, chunks, &mut held),
                     Err(_) => break,
                 },
                 recv(timer) -> _ => {
@@ -85,43 +66,76 @@ impl Batcher {
                         .filter(|(_, p)| p.since + self.linger <= now)
                         .map(|(file, _)| *file)
                         .collect();
-                    // One message for all of them: one hand-over, not one
-                    // wake-up of each thread per batch.
-                    let batches: Vec<Batch> = expired
-                        .into_iter()
-                        .filter_map(|file| pending.remove(&file))
-                        .map(|p| p.batch)
-                        .collect();
-                    held -= batches.iter().map(|b| b.lines.len()).sum::<usize>();
-                    if self.batches.send(batches).is_err() {
-                        return;
-                    }
+                    take(&mut pending, expired, &mut held)
                 }
-            }
-        }
-        // Shutdown: everything batched goes to the uploader.
-        let files: Vec<FileKey> = pending.keys().copied().collect();
-        for file in files {
-            if !self.flush(&mut pending, file, &mut held) {
+            };
+            // Waits for room: that is the backpressure.
+            if !ready.is_empty() && self.batches.send(ready).is_err() {
                 return;
             }
         }
+        // Shutdown: everything batched goes to the uploader.
+        let rest = take_all(&mut pending, &mut held);
+        if !rest.is_empty() {
+            let _ = self.batches.send(rest);
+        }
     }
 
-    /// Sends a file's batch to the uploader (waiting for room: that is the
-    /// backpressure). False when the uploader is gone.
-    fn flush(
+    /// Adds the chunks to their files' batches; returns the batches full by
+    /// now, and the largest ones while all together hold more than the cap.
+    fn add_all(
         &self,
         pending: &mut HashMap<FileKey, Pending>,
-        file: FileKey,
+        chunks: Vec<Chunk>,
         held: &mut usize,
-    ) -> bool {
-        let Some(p) = pending.remove(&file) else {
-            return true;
-        };
-        *held -= p.batch.lines.len();
-        self.batches.send(vec![p.batch]).is_ok()
+    ) -> Vec<Batch> {
+        let mut ready = Vec::new();
+        for chunk in chunks {
+            *held += chunk.lines.len();
+            let file = chunk.file;
+            if add(pending, chunk, self.max_bytes) >= self.max_bytes {
+                ready.extend(take(pending, [file], held));
+            }
+        }
+        if *held > self.global_cap {
+            let mut by_size: Vec<(usize, FileKey)> = pending
+                .iter()
+                .map(|(file, p)| (p.batch.lines.len(), *file))
+                .collect();
+            by_size.sort_unstable_by(|a, b| b.cmp(a));
+            let mut largest = Vec::new();
+            let mut over = *held - self.global_cap;
+            for (size, file) in by_size {
+                if over == 0 {
+                    break;
+                }
+                over = over.saturating_sub(size);
+                largest.push(file);
+            }
+            ready.extend(take(pending, largest, held));
+        }
+        ready
     }
+}
+
+/// Takes these files' batches out of `pending`.
+fn take(
+    pending: &mut HashMap<FileKey, Pending>,
+    files: impl IntoIterator<Item = FileKey>,
+    held: &mut usize,
+) -> Vec<Batch> {
+    let batches: Vec<Batch> = files
+        .into_iter()
+        .filter_map(|file| pending.remove(&file))
+        .map(|p| p.batch)
+        .collect();
+    *held -= batches.iter().map(|b| b.lines.len()).sum::<usize>();
+    batches
+}
+
+fn take_all(pending: &mut HashMap<FileKey, Pending>, held: &mut usize) -> Vec<Batch> {
+    let files: Vec<FileKey> = pending.keys().copied().collect();
+    take(pending, files, held)
 }
 
 /// Adds a chunk to its file's batch; returns the batch's size.
@@ -160,11 +174,4 @@ fn add(pending: &mut HashMap<FileKey, Pending>, chunk: Chunk, max_bytes: usize) 
             size
         }
     }
-}
-
-fn largest(pending: &HashMap<FileKey, Pending>) -> Option<FileKey> {
-    pending
-        .iter()
-        .max_by_key(|(_, p)| p.batch.lines.len())
-        .map(|(file, _)| *file)
 }
