@@ -765,6 +765,13 @@ impl Tailer {
         let mut lines = 0;
         let mut at_end = false;
         let end = loop {
+            if out.capacity() == 0 && !scratch.is_empty() {
+                // Bytes in hand: sized once for what there is to read (the
+                // size known from the last look, or what was just read).
+                let unread = f.reader.size().saturating_sub(f.reader.offset()) as usize;
+                let in_hand = unread.max(scratch.len());
+                out.reserve_exact(out_capacity(in_hand, budget, self.cfg.max_line_bytes));
+            }
             // Lines in what is held or was just read first, then more bytes.
             if f.skipping {
                 let skip = match memchr(b'\n', scratch) {
@@ -830,13 +837,6 @@ impl Tailer {
                 }
                 Ok(Fill::Read(n)) => {
                     self.stats.bytes_read += n as u64;
-                    if out.capacity() == 0 {
-                        out.reserve_exact(out_capacity(
-                            scratch.len(),
-                            budget,
-                            self.cfg.max_line_bytes,
-                        ));
-                    }
                     // Short of what was asked: the file's end as of the
                     // size just taken. A live file is done for this round
                     // after parsing (a later write has its own event),

@@ -20,6 +20,9 @@ pub struct Batch {
     pub acks: Vec<AckToken>,
 }
 
+/// A message to the uploader holds several batches up to this many bytes:
+/// what waits in the queue and in the uploader stays about one batch.
+const MESSAGE_BYTES: usize = 256 * 1024;
 /// A batch may go this much before its linger is over.
 const LINGER_SLACK: Duration = Duration::from_millis(100);
 
@@ -48,8 +51,6 @@ impl Batcher {
                 Some(since) => crossbeam_channel::at(since + self.linger),
                 None => crossbeam_channel::never(),
             };
-            // Whatever one message or one timer makes ready goes on as one
-            // message: one hand-over, not one wake-up of each thread per batch.
             let ready: Vec<Batch> = select! {
                 recv(self.chunks) -> chunks => match chunks {
                     // Caught up with a backlog: nothing lingers.
@@ -69,16 +70,32 @@ impl Batcher {
                     take(&mut pending, expired, &mut held)
                 }
             };
-            // Waits for room: that is the backpressure.
-            if !ready.is_empty() && self.batches.send(ready).is_err() {
+            if !self.send(ready) {
                 return;
             }
         }
         // Shutdown: everything batched goes to the uploader.
-        let rest = take_all(&mut pending, &mut held);
-        if !rest.is_empty() {
-            let _ = self.batches.send(rest);
+        self.send(take_all(&mut pending, &mut held));
+    }
+
+    /// Hands batches to the uploader, waiting for room (that is the
+    /// backpressure). Small batches go together, up to [`MESSAGE_BYTES`]:
+    /// one hand-over, not one wake-up of each thread per batch. False when
+    /// the uploader is gone.
+    fn send(&self, ready: Vec<Batch>) -> bool {
+        let mut message = Vec::new();
+        let mut bytes = 0;
+        for batch in ready {
+            if bytes + batch.lines.len() > MESSAGE_BYTES && !message.is_empty() {
+                if self.batches.send(std::mem::take(&mut message)).is_err() {
+                    return false;
+                }
+                bytes = 0;
+            }
+            bytes += batch.lines.len();
+            message.push(batch);
         }
+        message.is_empty() || self.batches.send(message).is_ok()
     }
 
     /// Adds the chunks to their files' batches; returns the batches full by
