@@ -15,7 +15,7 @@
 //! busy node wakes discovery, the parse thread and the batcher about ten
 //! times a second instead of once per write(2).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -220,6 +220,9 @@ impl Discovery {
             let Some(events) = read_available(inotify, buffer)? else {
                 return Ok(());
             };
+            // Writes seen in this read, by watch and name: a file written
+            // many times since the last round is one hint, and one path.
+            let mut written = HashSet::new();
             for event in events {
                 if event.mask.contains(EventMask::Q_OVERFLOW) {
                     self.overflowed(round);
@@ -231,7 +234,10 @@ impl Discovery {
                         self.on_event(&event.wd, event.mask, name, &mut round.changed)
                     }
                     Instance::Content => {
-                        self.on_write(&event.wd, event.mask, name, &mut round.written)
+                        let key = (event.wd.get_watch_descriptor_id(), event.name);
+                        if event.mask.contains(EventMask::IGNORED) || written.insert(key) {
+                            self.on_write(&event.wd, event.mask, name, &mut round.written)
+                        }
                     }
                 }
             }
@@ -461,9 +467,6 @@ enum Instance {
     Content,
 }
 
-/// The events queued on a non-blocking inotify instance; None when there
-/// are none (left). An interrupted read ends the round too: poll(2) reports
-/// what is left.
 /// Sorted, each path once. Byte order, not Path's component-wise order:
 /// this runs for every event of a busy node.
 fn deduplicated(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
@@ -472,6 +475,9 @@ fn deduplicated(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
     paths
 }
 
+/// The events queued on a non-blocking inotify instance; None when there
+/// are none (left). An interrupted read ends the round too: poll(2) reports
+/// what is left.
 fn read_available<'a>(
     inotify: &mut Inotify,
     buffer: &'a mut [u8],
