@@ -153,7 +153,7 @@ fn logs(shared: &Shared, head: &RequestHead, body: Vec<u8>) -> Result<Delivery, 
     // The backend answers every malformed /logs body with 500.
     let request = parse_logs_request(head.header("content-type"), body)
         .map_err(|e| Response::text(500, e))?;
-    if let Some(response) = rejection(shared, request.stream.as_bytes()) {
+    if let Some(response) = rejection(shared, &request.stream) {
         return Err(response);
     }
     let line_count = request.line_count as u64;
