@@ -60,7 +60,8 @@ pub struct FileReader {
     offset: u64,
     /// Bytes read but not consumed yet: an incomplete last line.
     held: Vec<u8>,
-    /// The file's size when last checked (for `.gz`, the compressed size).
+    /// The file's size as last known: from its last fstat, or the end of the
+    /// last read past it (for `.gz`, the compressed size at open).
     size: u64,
 }
 
@@ -108,7 +109,7 @@ impl FileReader {
         self.offset
     }
 
-    /// The file's size when last checked (compressed size for `.gz`).
+    /// The file's size as last known (see the field; compressed for `.gz`).
     pub fn size(&self) -> u64 {
         self.size
     }
