@@ -11,9 +11,11 @@ use std::io::Read;
 use std::time::{Duration, SystemTime};
 
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ureq::unversioned::transport::{Connector, DefaultConnector};
 
 use crate::auth::{TokenProvider, body_start};
 use crate::config::{IntakeConfig, ProxyConfig};
+use crate::one_send::OneSendConnector;
 use crate::resolver::CachingResolver;
 use crate::retry::parse_retry_after;
 
@@ -271,7 +273,7 @@ fn build_agent(settings: &IntakeConfig) -> ureq::Agent {
         .build();
     ureq::Agent::with_parts(
         config,
-        ureq::unversioned::transport::DefaultConnector::default(),
+        DefaultConnector::default().chain(OneSendConnector),
         CachingResolver::default(),
     )
 }

@@ -17,6 +17,7 @@ pub mod health;
 pub mod intake;
 pub mod logging;
 pub mod metrics;
+mod one_send;
 mod resolver;
 pub mod retry;
 pub mod shutdown;
