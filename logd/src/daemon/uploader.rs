@@ -55,6 +55,8 @@ struct InFlight {
 struct Piece {
     batch: u64,
     lines: Range<usize>,
+    /// How many lines: known, so a backlog's bytes are not scanned for it.
+    line_count: u64,
     /// Successes counted when this piece last failed: more since means the
     /// intake works and the piece itself is the problem.
     successes_seen: u64,
@@ -195,7 +197,7 @@ impl Uploader {
         // Halving is harmless, dropping is not: while isolating, one 500
         // is enough to halve a piece further (once the intake is known to
         // work), but a single line is dropped only after a full turn.
-        let attempts = if piece.isolating && count_lines(lines) >= 2 {
+        let attempts = if piece.isolating && piece.line_count >= 2 {
             1
         } else {
             ATTEMPTS_PER_TURN
@@ -217,7 +219,7 @@ impl Uploader {
             &self.hard_stop,
             |error, wait| self.on_retry(meta, error, wait),
         );
-        let line_count = count_lines(lines);
+        let line_count = piece.line_count;
         state.successes += successes;
         match delivery {
             Delivery::Delivered => {
@@ -257,7 +259,7 @@ impl Uploader {
                     // 500s and no other request went through yet: halve
                     // the piece as a probe, once per round, so that an
                     // outage does not multiply the requests.
-                    if state.probed || count_lines(lines) < 2 {
+                    if state.probed || piece.line_count < 2 {
                         return Outcome::Parked(piece);
                     }
                     state.probed = true;
@@ -341,6 +343,7 @@ fn take(state: &mut State, batch: Batch) {
     state.ready.push_back(Piece {
         batch: id,
         lines: 0..len,
+        line_count: batch.line_count as u64,
         successes_seen: state.successes,
         isolating: false,
     });
@@ -350,13 +353,18 @@ fn take(state: &mut State, batch: Batch) {
 fn split(piece: &Piece, lines: &[u8], isolating: bool) -> Option<(Piece, Piece)> {
     let (first, _) = split_in_half(lines)?;
     let cut = piece.lines.start + first.len();
-    let half = |range: Range<usize>| Piece {
+    let first_count = count_lines(first);
+    let half = |range: Range<usize>, line_count| Piece {
         batch: piece.batch,
         lines: range,
+        line_count,
         successes_seen: piece.successes_seen,
         isolating,
     };
-    Some((half(piece.lines.start..cut), half(cut..piece.lines.end)))
+    Some((
+        half(piece.lines.start..cut, first_count),
+        half(cut..piece.lines.end, piece.line_count - first_count),
+    ))
 }
 
 /// Splits `\n`-terminated lines into two non-empty halves at a line
