@@ -222,7 +222,7 @@ impl Discovery {
             };
             // Writes seen in this read, by watch and name: a file written
             // many times since the last round is one hint, and one path.
-            let mut written = HashSet::new();
+            let mut seen_writes = HashSet::new();
             for event in events {
                 if event.mask.contains(EventMask::Q_OVERFLOW) {
                     self.overflowed(round);
@@ -235,7 +235,7 @@ impl Discovery {
                     }
                     Instance::Content => {
                         let key = (event.wd.get_watch_descriptor_id(), event.name);
-                        if event.mask.contains(EventMask::IGNORED) || written.insert(key) {
+                        if event.mask.contains(EventMask::IGNORED) || seen_writes.insert(key) {
                             self.on_write(&event.wd, event.mask, name, &mut round.written)
                         }
                     }
