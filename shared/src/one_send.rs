@@ -26,6 +26,7 @@ impl<In: Transport> Connector<In> for OneSendConnector {
         Ok(chained.map(|inner| OneSend {
             inner,
             head: Vec::new(),
+            starts_request: true,
         }))
     }
 }
@@ -35,6 +36,9 @@ pub struct OneSend<T> {
     inner: T,
     /// A head not sent yet: its body comes next.
     head: Vec<u8>,
+    /// The next write is the start of a request (nothing was written since
+    /// the last answer was awaited): only then may it be a head.
+    starts_request: bool,
 }
 
 impl<T: Transport> fmt::Debug for OneSend<T> {
@@ -74,7 +78,8 @@ impl<T: Transport> Transport for OneSend<T> {
         }
         let room = output.len();
         let written = &output[..amount];
-        if body_len(written).is_some_and(|body| amount + body <= room) {
+        let starts_request = std::mem::replace(&mut self.starts_request, false);
+        if starts_request && body_len(written).is_some_and(|body| amount + body <= room) {
             self.head.extend_from_slice(written);
             return Ok(());
         }
@@ -83,6 +88,7 @@ impl<T: Transport> Transport for OneSend<T> {
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
         self.release_head(timeout)?;
+        self.starts_request = true;
         self.inner.await_input(timeout)
     }
 
@@ -175,8 +181,9 @@ mod tests {
         }
     }
 
-    /// The writes of one POST of `body` through the connector.
-    fn writes_of(body: &[u8]) -> Vec<Vec<u8>> {
+    /// The writes of POSTs of `bodies`, one after the other on one
+    /// connection, through the connector.
+    fn writes_of(bodies: &[&[u8]]) -> Vec<Vec<u8>> {
         let recorder = Recorder::default();
         let writes = Arc::clone(&recorder.0);
         let agent = ureq::Agent::with_parts(
@@ -184,22 +191,27 @@ mod tests {
             recorder.chain(OneSendConnector),
             DefaultResolver::default(),
         );
-        let response = agent.post("http://127.0.0.1:9/logs").send(body).unwrap();
-        assert_eq!(response.status(), 200);
+        for body in bodies {
+            let mut response = agent.post("http://127.0.0.1:9/logs").send(*body).unwrap();
+            assert_eq!(response.status(), 200);
+            response.body_mut().read_to_vec().unwrap();
+        }
         writes.lock().unwrap().clone()
     }
 
     #[test]
     fn a_small_request_is_one_write_and_a_large_one_as_before() {
         let small = vec![b'x'; 1000];
-        let writes = writes_of(&small);
-        assert_eq!(writes.len(), 1, "head and body in one write");
-        assert!(writes[0].starts_with(b"POST /logs HTTP/1.1\r\n"));
-        assert!(writes[0].ends_with(&small));
+        let writes = writes_of(&[&small, &small]);
+        assert_eq!(writes.len(), 2, "head and body in one write, per request");
+        for write in writes {
+            assert!(write.starts_with(b"POST /logs HTTP/1.1\r\n"));
+            assert!(write.ends_with(&small));
+        }
 
         // More than the 4 KiB output buffer holds after the head.
         let large = vec![b'y'; 10_000];
-        let writes = writes_of(&large);
+        let writes = writes_of(&[&large]);
         assert!(writes.len() >= 3, "{} writes", writes.len());
         assert!(writes[0].ends_with(b"\r\n\r\n"), "the head alone first");
         assert_eq!(writes[1..].concat(), large);
