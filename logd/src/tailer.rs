@@ -837,10 +837,10 @@ impl Tailer {
                 }
                 Ok(Fill::Read(n)) => {
                     self.stats.bytes_read += n as u64;
-                    // Short of what was asked: the file's end as of the
-                    // size just taken. A live file is done for this round
-                    // after parsing (a later write has its own event),
-                    // without another fstat(2) to find its end again.
+                    // Short of what was asked: pread stopped at the file's
+                    // end. A live file is done for this round after parsing
+                    // (a later write has its own event), without another
+                    // read to find its end again.
                     at_end = n < want && f.release.is_none();
                 }
             }
