@@ -136,6 +136,8 @@ pub struct Chunk {
     pub line_count: usize,
     /// Hand back to [`Tailer::ack`] once the intake acknowledged (or dropped) these lines.
     pub ack: AckToken,
+    /// The read stopped at its budget: the file has more to read right now.
+    pub more: bool,
 }
 
 /// Counters and gauges for metrics.
@@ -198,7 +200,9 @@ struct Live {
 
 /// How a read of one file ended.
 enum ReadEnd {
-    /// Budget used up, or nothing more for now.
+    /// Budget used up, with more to read.
+    Budget,
+    /// Nothing more for now.
     Paused,
     /// Released and read to its end.
     Finished,
@@ -808,7 +812,7 @@ impl Tailer {
                 f.skipping = true;
             }
             if out.len() >= budget {
-                break ReadEnd::Paused;
+                break ReadEnd::Budget;
             }
             if at_end {
                 f.dirty = false;
@@ -877,8 +881,9 @@ impl Tailer {
             }
             None
         };
+        let more = matches!(end, ReadEnd::Budget);
         match end {
-            ReadEnd::Paused => {}
+            ReadEnd::Budget | ReadEnd::Paused => {}
             ReadEnd::Finished => {
                 log::debug!("finished reading {key:?}");
                 self.close(key);
@@ -898,6 +903,7 @@ impl Tailer {
             lines: out,
             line_count: lines,
             ack,
+            more,
         })
     }
 

@@ -391,6 +391,26 @@ fn read_is_bounded_by_max_bytes_and_fair_between_files() {
 }
 
 #[test]
+fn a_read_cut_by_its_budget_says_the_file_has_more() {
+    let node = Node::new();
+    let log = node.container("ns", "a", UID, "c").join("0.log");
+    for n in 0..1000 {
+        append(&log, &cri(n, "stdout", 'F', "a backlog of lines to read"));
+    }
+    let mut t = node.start(node.config());
+    let cut = t.read(10_000);
+    assert_eq!(cut.len(), 1);
+    assert!(cut[0].more, "a read cut by the budget with lines left");
+    let rest = t.read(1 << 20);
+    assert_eq!(rest.len(), 1);
+    assert!(!rest[0].more, "a read to the end of what is written");
+    append(&log, &cri(1000, "stdout", 'F', "one more"));
+    t.notify_write(&log);
+    let last = t.read(10_000);
+    assert!(last.len() == 1 && !last[0].more, "a line written later");
+}
+
+#[test]
 fn restart_resumes_from_the_saved_offset() {
     let node = Node::new();
     let log = node.container("ns", "p", UID, "c").join("0.log");

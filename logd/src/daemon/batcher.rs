@@ -1,6 +1,17 @@
 //! The `logd-batch` thread: groups lines per file (one request carries one
 //! file's lines), and flushes a file's batch when it is full, when it has
 //! waited long enough, or when all batches together hold too much.
+//!
+//! "Long enough" is staggered: each file has its own point of the linger
+//! period (its phase), and its batch goes at the first one after its first
+//! line. A file written without pause still makes one request per period,
+//! and no line waits longer than the linger; but the files' flushes spread
+//! evenly over the period instead of all going together (files written
+//! together start their batches together, and would stay in step). So the
+//! uploads come evenly, and the batches hold about half a period's lines at
+//! any time instead of a whole one's: what keeps 1,000 busy files under the
+//! global cap, whose early flushes would mean more requests. The phases are
+//! whole slots of 100 ms, so the thread wakes at most ten times a second.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,8 +34,12 @@ pub struct Batch {
 /// A message to the uploader holds several batches up to this many bytes:
 /// what waits in the queue and in the uploader stays about one batch.
 const MESSAGE_BYTES: usize = 256 * 1024;
-/// A batch may go this much before its linger is over.
-const LINGER_SLACK: Duration = Duration::from_millis(100);
+/// A file read faster than its lines could linger (a backlog) has its batch
+/// sent at this size: the next read of it comes within the round anyway, so
+/// holding it longer would only hold memory.
+const BACKLOG_BATCH_BYTES: usize = 128 * 1024;
+/// Batches are due at most this often (see [`Schedule::due`]).
+const SLOT: Duration = Duration::from_millis(100);
 
 pub struct Batcher {
     pub chunks: Receiver<Vec<Chunk>>,
@@ -37,34 +52,67 @@ pub struct Batcher {
 
 struct Pending {
     batch: Batch,
-    since: Instant,
+    due: Instant,
+}
+
+/// When batches are due: the linger period, each file at its own phase of it.
+struct Schedule {
+    /// Where every file's period starts at phase 0.
+    origin: Instant,
+    linger: Duration,
+}
+
+impl Schedule {
+    /// When a batch of `file` begun at `since` is flushed: at the file's
+    /// phase, the first time after `since` (within one linger period).
+    fn due(&self, file: FileKey, since: Instant) -> Instant {
+        let period = self.linger.as_nanos();
+        if period == 0 {
+            return since;
+        }
+        // The phases are whole slots: files of a slot go together, at most
+        // one wake-up per slot; and a batch goes exactly at its phase, never
+        // early (a batch sent early would have its file's next one due at
+        // the same phase, a moment later: two requests in one period).
+        let slots = (period / SLOT.as_nanos()).max(1);
+        // Fibonacci hashing: consecutive keys land far apart in the period.
+        let spread = u128::from(file.0.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let phase = ((spread * slots) >> 64) * (period / slots);
+        let elapsed = since.saturating_duration_since(self.origin).as_nanos();
+        let mut at = elapsed - elapsed % period + phase;
+        if at <= elapsed {
+            at += period;
+        }
+        self.origin + Duration::from_nanos(u64::try_from(at).unwrap_or(u64::MAX))
+    }
 }
 
 impl Batcher {
     /// Runs until the parse thread hangs up, then flushes everything.
     pub fn run(self) {
+        let schedule = Schedule {
+            origin: Instant::now(),
+            linger: self.linger,
+        };
         let mut pending: HashMap<FileKey, Pending> = HashMap::new();
         let mut held = 0usize;
         loop {
-            let oldest = pending.values().map(|p| p.since).min();
-            let timer = match oldest {
-                Some(since) => crossbeam_channel::at(since + self.linger),
+            let timer = match pending.values().map(|p| p.due).min() {
+                Some(due) => crossbeam_channel::at(due),
                 None => crossbeam_channel::never(),
             };
             let ready: Vec<Batch> = select! {
                 recv(self.chunks) -> chunks => match chunks {
                     // Caught up with a backlog: nothing lingers.
                     Ok(chunks) if chunks.is_empty() => take_all(&mut pending, &mut held),
-                    Ok(chunks) => self.add_all(&mut pending, chunks, &mut held),
+                    Ok(chunks) => self.add_all(&mut pending, chunks, &schedule, &mut held),
                     Err(_) => break,
                 },
                 recv(timer) -> _ => {
-                    // Batches due within the slack go too: one wake-up for
-                    // many files instead of one each.
-                    let now = Instant::now() + LINGER_SLACK;
+                    let now = Instant::now();
                     let expired: Vec<FileKey> = pending
                         .iter()
-                        .filter(|(_, p)| p.since + self.linger <= now)
+                        .filter(|(_, p)| p.due <= now)
                         .map(|(file, _)| *file)
                         .collect();
                     take(&mut pending, expired, &mut held)
@@ -104,13 +152,19 @@ impl Batcher {
         &self,
         pending: &mut HashMap<FileKey, Pending>,
         chunks: Vec<Chunk>,
+        schedule: &Schedule,
         held: &mut usize,
     ) -> Vec<Batch> {
         let mut ready = Vec::new();
         for chunk in chunks {
             *held += chunk.lines.len();
             let file = chunk.file;
-            if add(pending, chunk, self.max_bytes) >= self.max_bytes {
+            let full = if chunk.more {
+                self.max_bytes.min(BACKLOG_BATCH_BYTES)
+            } else {
+                self.max_bytes
+            };
+            if add(pending, chunk, self.max_bytes, schedule) >= full {
                 ready.extend(take(pending, [file], held));
             }
         }
@@ -156,7 +210,12 @@ fn take_all(pending: &mut HashMap<FileKey, Pending>, held: &mut usize) -> Vec<Ba
 }
 
 /// Adds a chunk to its file's batch; returns the batch's size.
-fn add(pending: &mut HashMap<FileKey, Pending>, chunk: Chunk, max_bytes: usize) -> usize {
+fn add(
+    pending: &mut HashMap<FileKey, Pending>,
+    chunk: Chunk,
+    max_bytes: usize,
+    schedule: &Schedule,
+) -> usize {
     match pending.get_mut(&chunk.file) {
         Some(p) => {
             let needed = p.batch.lines.len() + chunk.lines.len();
@@ -185,10 +244,90 @@ fn add(pending: &mut HashMap<FileKey, Pending>, chunk: Chunk, max_bytes: usize) 
                         line_count: chunk.line_count,
                         acks: vec![chunk.ack],
                     },
-                    since: Instant::now(),
+                    due: schedule.due(chunk.file, Instant::now()),
                 },
             );
             size
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINGER: Duration = Duration::from_millis(1000);
+
+    fn schedule() -> Schedule {
+        Schedule {
+            origin: Instant::now(),
+            linger: LINGER,
+        }
+    }
+
+    #[test]
+    fn no_batch_waits_longer_than_the_linger() {
+        let s = schedule();
+        for key in 0..1000 {
+            for begun_ms in [0, 1, 250, 999, 1000, 12_345] {
+                let since = s.origin + Duration::from_millis(begun_ms);
+                let due = s.due(FileKey(key), since);
+                assert!(due > since, "key {key} at {begun_ms} ms: due at once");
+                assert!(
+                    due <= since + LINGER,
+                    "key {key} at {begun_ms} ms: after the linger"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_written_without_pause_is_flushed_once_per_period() {
+        let s = schedule();
+        let file = FileKey(7);
+        // Each batch begins just after the previous one went.
+        let mut due = s.due(file, s.origin);
+        for _ in 0..10 {
+            let next = s.due(file, due + Duration::from_millis(3));
+            assert_eq!(next - due, LINGER);
+            due = next;
+        }
+    }
+
+    #[test]
+    fn files_begun_together_are_flushed_spread_over_the_period() {
+        let s = schedule();
+        let since = s.origin + Duration::from_millis(40);
+        // 1,000 files in tenths of the period: each tenth gets about 100.
+        let mut tenths = [0u32; 10];
+        for key in 0..1000 {
+            let wait = s.due(FileKey(key), since) - since;
+            tenths[(wait.as_millis() as usize * 10 / LINGER.as_millis() as usize).min(9)] += 1;
+        }
+        for (i, n) in tenths.iter().enumerate() {
+            assert!(
+                (80..=120).contains(n),
+                "tenth {i} of the period: {n} files of 1,000"
+            );
+        }
+    }
+
+    #[test]
+    fn files_of_a_slot_are_due_together() {
+        let s = schedule();
+        let since = s.origin + Duration::from_millis(40);
+        let times: std::collections::BTreeSet<Instant> =
+            (0..1000).map(|key| s.due(FileKey(key), since)).collect();
+        assert_eq!(times.len(), 10, "one wake-up per 100 ms slot");
+    }
+
+    #[test]
+    fn without_a_linger_a_batch_is_due_at_once() {
+        let s = Schedule {
+            origin: Instant::now(),
+            linger: Duration::ZERO,
+        };
+        let since = s.origin + Duration::from_millis(5);
+        assert_eq!(s.due(FileKey(3), since), since);
     }
 }
