@@ -28,7 +28,7 @@ pub const VARS: &[VarSpec] = &[
     VarSpec::new("LOGD_BATCH_MAX_BYTES", "flush a file's batch at this size").default("1MiB"),
     VarSpec::new(
         "LOGD_BATCH_LINGER_MS",
-        "flush a non-empty batch after this long",
+        "a batch waits at most this long (each file at its own point of the period)",
     )
     .default("1000"),
     VarSpec::new(
