@@ -136,7 +136,8 @@ pub struct Chunk {
     pub line_count: usize,
     /// Hand back to [`Tailer::ack`] once the intake acknowledged (or dropped) these lines.
     pub ack: AckToken,
-    /// The read stopped at its budget: the file has more to read right now.
+    /// The read stopped at its budget, not at the end of what is written:
+    /// the file has more to read right now (a backlog).
     pub more: bool,
 }
 
@@ -200,7 +201,7 @@ struct Live {
 
 /// How a read of one file ended.
 enum ReadEnd {
-    /// Budget used up, with more to read.
+    /// Budget used up before the end of what is written.
     Budget,
     /// Nothing more for now.
     Paused,
