@@ -137,7 +137,7 @@ pub struct Chunk {
     /// Hand back to [`Tailer::ack`] once the intake acknowledged (or dropped) these lines.
     pub ack: AckToken,
     /// The read stopped at its budget, not at the end of what is written:
-    /// the file has more to read right now (a backlog).
+    /// most likely the file has more to read right now (a backlog).
     pub more: bool,
 }
 
@@ -201,7 +201,7 @@ struct Live {
 
 /// How a read of one file ended.
 enum ReadEnd {
-    /// Budget used up before the end of what is written.
+    /// Budget used up, most likely before the end of what is written.
     Budget,
     /// Nothing more for now.
     Paused,
