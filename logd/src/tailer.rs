@@ -1069,8 +1069,6 @@ impl Tailer {
     }
 }
 
-/// Sorts a container's files oldest first: by restart, rotated ones by their
-/// stamp, the current file last.
 /// The output buffer of a read with `in_hand` bytes read, sized so that it
 /// does not grow by doubling: output is about as long as input, and when the
 /// budget cuts it, it goes one line past the budget.
@@ -1084,6 +1082,8 @@ fn out_capacity(in_hand: usize, budget: usize, max_line_bytes: usize) -> usize {
     }
 }
 
+/// Sorts a container's files oldest first: by restart, rotated ones by their
+/// stamp, the current file last.
 fn age_order(log: &PodLogPath) -> (u32, bool, &str) {
     match &log.rotation {
         Rotation::Current => (log.restart, true, ""),
