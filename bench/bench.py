@@ -41,12 +41,18 @@ MiB = 1024 * 1024
 # ---------------------------------------------------------------- /proc
 
 
+def stat_cpu(path):
+    """(command name, user + system CPU seconds) from a /proc stat file."""
+    with open(path) as f:
+        # The command name may contain spaces: fields start after its ')'.
+        head, fields = f.read().rsplit(")", 1)
+    fields = fields.split()
+    return head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def cpu_seconds(pid):
     """User + system CPU seconds of the whole process (every thread)."""
-    with open(f"/proc/{pid}/stat") as f:
-        # The command name may contain spaces: fields start after its ')'.
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return stat_cpu(f"/proc/{pid}/stat")[1]
 
 
 def thread_cpu(pid):
@@ -54,13 +60,10 @@ def thread_cpu(pid):
     threads = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                head, fields = f.read().rsplit(")", 1)
+            name, cpu = stat_cpu(f"/proc/{pid}/task/{tid}/stat")
         except (FileNotFoundError, ProcessLookupError):
             continue  # the thread ended meanwhile
-        name = head.split("(", 1)[1]
-        fields = fields.split()
-        threads[name] = threads.get(name, 0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+        threads[name] = threads.get(name, 0) + cpu
     return threads
 
 
