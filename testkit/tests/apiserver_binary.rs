@@ -22,11 +22,13 @@ impl Drop for Killed {
 
 #[test]
 fn binary_serves_the_fixtures_and_writes_a_kubeconfig() {
-    let fixtures = "/work/shared/fixtures/k8s-objects";
+    let fixtures = testkit::fixtures_dir();
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = dir.path().join("kubeconfig");
     let mut child = Command::new(env!("CARGO_BIN_EXE_test-apiserver"))
-        .args(["--port", "0", "--fixtures", fixtures, "--kubeconfig"])
+        .args(["--port", "0", "--fixtures"])
+        .arg(&fixtures)
+        .arg("--kubeconfig")
         .arg(&kubeconfig)
         .stdout(Stdio::piped())
         .spawn()

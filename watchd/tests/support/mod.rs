@@ -4,7 +4,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -17,15 +16,7 @@ use testkit::intake::{Intake, STATIC_TOKEN};
 /// Generous: tests run in parallel on a loaded 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// The fixtures directory of the repository.
-pub fn fixtures_dir() -> PathBuf {
-    let inside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/k8s-objects");
-    if inside.exists() {
-        inside
-    } else {
-        PathBuf::from("/work/shared/fixtures/k8s-objects")
-    }
-}
+pub use testkit::fixtures_dir;
 
 /// The `json` object of the first fixture whose file name contains `name_part`.
 pub fn fixture(name_part: &str) -> Value {
