@@ -15,6 +15,7 @@
 //! connection.
 
 mod http;
+mod in_flight;
 mod listener;
 mod logs;
 mod records;
@@ -28,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use in_flight::InFlight;
 use listener::Listener;
 use store::Store;
 use token::Tokens;
@@ -88,7 +90,9 @@ pub struct Faults {
     pub fail_429: f64,
     /// Sent as `Retry-After: <secs>` with every 429 and 503 when set.
     pub retry_after_secs: Option<u64>,
-    /// Added before answering every data request.
+    /// Added before answering every data request. Each request waits in
+    /// its own connection's thread, so concurrent requests are delayed
+    /// independently (a distant intake, not a slow one).
     pub latency: Duration,
 }
 
@@ -108,6 +112,10 @@ pub struct LogBatch {
 /// One request and the status it was answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestLog {
+    /// When the request's head had arrived: before its body, and before any
+    /// injected latency (to check, e.g., that a client waited out a
+    /// `Retry-After` before sending again).
+    pub at: Instant,
     pub method: String,
     /// The request path without the query.
     pub path: String,
@@ -134,6 +142,8 @@ struct Shared {
     faults: Mutex<Faults>,
     /// Needles and the status a request containing one is answered.
     rejections: Mutex<Vec<(String, u16)>>,
+    /// Data requests from their head to their answer.
+    in_flight: InFlight,
     listener: Listener,
 }
 
@@ -163,6 +173,7 @@ impl Intake {
             tokens: Tokens::default(),
             faults: Mutex::new(Faults::default()),
             rejections: Mutex::new(Vec::new()),
+            in_flight: InFlight::default(),
             listener: Listener::new(port),
         });
         let accept_thread = listener::spawn_accept_thread(Arc::clone(&shared), socket);
@@ -260,7 +271,28 @@ impl Intake {
         crate::wait::poll_until(timeout, || cond(self))
     }
 
-    /// Replaces the injected faults; applies to requests answered from now on.
+    /// Data requests being handled now: from the arrival of their head to
+    /// the end of their answer, the injected latency included.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.now()
+    }
+
+    /// The most data requests in flight at once (as [`Intake::in_flight`]
+    /// counts them) since the start or the last
+    /// [`Intake::reset_max_in_flight`].
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.in_flight.max()
+    }
+
+    /// Starts [`Intake::max_in_flight`] again from the requests in flight
+    /// now.
+    pub fn reset_max_in_flight(&self) {
+        self.shared.in_flight.reset_max();
+    }
+
+    /// Replaces the injected faults, at any time: a request takes the faults
+    /// (and the latency) in force when its head arrives, so requests that
+    /// started before the change keep the old ones.
     pub fn set_faults(&self, faults: Faults) {
         *self.shared.faults.lock().expect("faults lock") = faults;
     }

@@ -875,3 +875,128 @@ fn healthz_needs_no_token() {
     let intake = Intake::start();
     assert!(healthy(&intake));
 }
+
+/// A `POST /raw` of one line, as sent on a raw connection.
+fn raw_request(line: &str) -> String {
+    let body = format!("/var/log/a.log\t{line}\n");
+    format!(
+        "POST /raw HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {STATIC_TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn connect(intake: &Intake) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", intake.port())).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+}
+
+/// A request stops counting as in flight just after its answer is written,
+/// so a client can read the answer a moment before.
+fn all_answered(intake: &Intake) -> bool {
+    intake.wait_for(WAIT, |i| i.in_flight() == 0)
+}
+
+fn with_latency(ms: u64) -> Faults {
+    Faults {
+        latency: Duration::from_millis(ms),
+        ..Faults::default()
+    }
+}
+
+/// Sends one `/raw` request on `stream`; returns how long its answer took.
+fn timed_raw(stream: &mut TcpStream, line: &str) -> Duration {
+    let started = Instant::now();
+    let head = exchange(stream, raw_request(line).as_bytes());
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    started.elapsed()
+}
+
+#[test]
+fn concurrent_requests_wait_out_the_latency_together_and_count_as_in_flight() {
+    const CLIENTS: usize = 8;
+    let latency = Duration::from_millis(200);
+    let intake = Intake::start();
+    intake.set_faults(with_latency(200));
+    let mut streams: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(&intake)).collect();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for (client, stream) in streams.iter_mut().enumerate() {
+            scope.spawn(move || timed_raw(stream, &client.to_string()));
+        }
+        assert!(
+            intake.wait_for(WAIT, |i| i.in_flight() == CLIENTS),
+            "in flight: {}",
+            intake.in_flight()
+        );
+    });
+    let elapsed = started.elapsed();
+
+    // One after the other they would take CLIENTS × latency.
+    assert!(elapsed >= latency, "{elapsed:?}");
+    assert!(elapsed < 4 * latency, "{elapsed:?}");
+    assert_eq!(intake.max_in_flight(), CLIENTS);
+    assert_eq!(intake.raw_lines(), CLIENTS as u64);
+    assert!(all_answered(&intake), "in flight: {}", intake.in_flight());
+}
+
+#[test]
+fn max_in_flight_resets_and_counts_only_data_requests() {
+    let intake = Intake::start();
+    let mut stream = connect(&intake);
+    timed_raw(&mut stream, "a");
+    assert_eq!(intake.max_in_flight(), 1);
+
+    assert!(all_answered(&intake));
+    intake.reset_max_in_flight();
+    assert_eq!(intake.max_in_flight(), 0);
+    assert!(healthy(&intake));
+    issue_token(&intake);
+    assert_eq!(intake.max_in_flight(), 0);
+
+    // A data request counts even when it is refused.
+    let unauthorized = answer(agent().post(format!("{}/raw", intake.url())).send("f\tx\n"));
+    assert_eq!(unauthorized.status, 401);
+    assert_eq!(intake.max_in_flight(), 1);
+    assert!(all_answered(&intake));
+}
+
+#[test]
+fn requests_are_stamped_with_the_arrival_of_their_head() {
+    let intake = Intake::start();
+    intake.set_faults(with_latency(300));
+    let mut stream = connect(&intake);
+    let before = Instant::now();
+    timed_raw(&mut stream, "first");
+    let between = Instant::now();
+    timed_raw(&mut stream, "second");
+
+    let requests = intake.requests();
+    assert_eq!(requests.len(), 2);
+    // Stamped on arrival, not on answer: the latency comes after.
+    assert!(requests[0].at >= before);
+    assert!(requests[0].at + Duration::from_millis(300) <= between);
+    assert!(requests[1].at >= between);
+}
+
+#[test]
+fn latency_can_change_mid_test_and_a_waiting_request_keeps_its_own() {
+    let intake = Intake::start();
+    let mut stream = connect(&intake);
+    intake.set_faults(with_latency(5));
+    assert!(timed_raw(&mut stream, "fast") < Duration::from_millis(250));
+
+    intake.set_faults(with_latency(500));
+    assert!(timed_raw(&mut stream, "slow") >= Duration::from_millis(500));
+
+    assert!(all_answered(&intake));
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| timed_raw(&mut stream, "slow, started before the change"));
+        assert!(intake.wait_for(WAIT, |i| i.in_flight() == 1));
+        intake.set_faults(with_latency(5));
+        let mut other = connect(&intake);
+        assert!(timed_raw(&mut other, "fast again") < Duration::from_millis(250));
+        let slow = waiting.join().unwrap();
+        assert!(slow >= Duration::from_millis(500), "{slow:?}");
+    });
+}

@@ -1,4 +1,5 @@
-//! `test-intake [--port N] [--count-only] [--interval-ms N] [--latency]`:
+//! `test-intake [--port N] [--count-only] [--interval-ms N] [--latency]
+//! [--delay-ms N]`:
 //! runs the test intake server for benchmarks and for trying the daemons by
 //! hand.
 //!
@@ -13,9 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use testkit::intake::{CLIENT_ID, CLIENT_SECRET, Intake, IntakeOptions, STATIC_TOKEN};
+use testkit::intake::{CLIENT_ID, CLIENT_SECRET, Faults, Intake, IntakeOptions, STATIC_TOKEN};
 
 const USAGE: &str = "usage: test-intake [--port N] [--count-only] [--interval-ms N] [--latency]
+                   [--delay-ms N]
 
 Runs the test HiK8s intake server on 127.0.0.1.
   --port N          listen on port N (default: a free port)
@@ -27,9 +29,13 @@ Runs the test HiK8s intake server on 127.0.0.1.
                     lines stored, so not with --count-only). A line `reset`
                     on stdin starts the measurement afresh: lines received
                     until then are not counted.
+  --delay-ms N      answer each data request (/logs, /raw, the JSON routes)
+                    N ms after it was received, as a distant intake would;
+                    concurrent requests are delayed independently (default 0)
 
 Counters line (stderr): log lines N  log bytes N  raw lines N  raw bytes N
-  requests by status S:N ...  at UNIX_SECONDS
+  max in flight N  requests by status S:N ...  at UNIX_SECONDS
+(max in flight: the most data requests handled at once so far)
 Latency line (stderr): latency ms  lines N  p50 X  p99 X  max X  unparsed N
 
 Credentials: client id and secret for the token endpoint (/oauth2/token),
@@ -44,6 +50,7 @@ struct Args {
     count_only: bool,
     interval: Duration,
     latency: bool,
+    delay: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -52,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
         count_only: false,
         interval: Duration::from_secs(1),
         latency: false,
+        delay: Duration::ZERO,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
@@ -69,6 +77,13 @@ fn parse_args() -> Result<Args, String> {
                         format!("--interval-ms: not a positive number: {value:?}")
                     })?;
                 args.interval = Duration::from_millis(ms);
+            }
+            "--delay-ms" => {
+                let value = argv.next().ok_or("--delay-ms needs a value")?;
+                let ms: u64 = value
+                    .parse()
+                    .map_err(|_| format!("--delay-ms: not a number of ms: {value:?}"))?;
+                args.delay = Duration::from_millis(ms);
             }
             "--count-only" => args.count_only = true,
             "--latency" => args.latency = true,
@@ -100,6 +115,10 @@ fn main() -> ExitCode {
             ..IntakeOptions::default()
         },
     );
+    intake.set_faults(Faults {
+        latency: args.delay,
+        ..Faults::default()
+    });
     println!("listening on {}", intake.url());
     let _ = std::io::stdout().flush();
     eprintln!(
@@ -147,11 +166,12 @@ fn counters(intake: &Intake) -> String {
         .map(|(status, count)| format!("{status}:{count}"))
         .collect();
     format!(
-        "log lines {}  log bytes {}  raw lines {}  raw bytes {}  requests by status {}",
+        "log lines {}  log bytes {}  raw lines {}  raw bytes {}  max in flight {}  requests by status {}",
         intake.log_line_count(),
         intake.log_byte_count(),
         intake.raw_lines(),
         intake.raw_bytes(),
+        intake.max_in_flight(),
         statuses.join(" ")
     )
 }

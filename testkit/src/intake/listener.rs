@@ -289,22 +289,30 @@ fn serve_one(shared: &Shared, id: u64, conn: &mut Conn) -> bool {
     let head = match conn.read_head() {
         Ok(Some(head)) => head,
         Ok(None) => return false,
-        Err(e) => return refuse_unreadable(shared, id, conn, None, e),
+        Err(e) => return refuse_unreadable(shared, id, conn, None, Instant::now(), e),
     };
+    let at = Instant::now();
+    // Taken on arrival, so that a change of faults mid-test applies to the
+    // requests that start after it, and to no request already started.
+    let faults = shared.faults.lock().expect("faults lock").clone();
+    // Held until this function returns, after the answer is written.
+    let _in_flight = routes::is_data_route(&head).then(|| shared.in_flight.enter());
     let body = match conn.read_body(&head, routes::body_limit(&head.path)) {
         Ok(body) => body,
-        Err(e) => return refuse_unreadable(shared, id, conn, Some(&head), e),
+        Err(e) => return refuse_unreadable(shared, id, conn, Some(&head), at, e),
     };
     let body_len = match &body {
         Body::Complete(bytes) => bytes.len(),
         Body::TooLarge { len } => *len,
     };
     let keep_alive = shared.opts.keep_alive && head.wants_keep_alive();
-    let outcome = routes::handle(shared, &head, body);
+    let outcome = routes::handle(shared, &head, &faults, body);
+    // Slept here, in this connection's thread and under no lock, so that
+    // concurrent requests are delayed independently, as by a distant intake.
     if !outcome.latency.is_zero() {
         thread::sleep(outcome.latency);
     }
-    let request = request_log(&head, outcome.response.status, body_len);
+    let request = request_log(&head, at, outcome.response.status, body_len);
     let answered = shared.listener.while_open(id, || {
         if outcome.response.is_success()
             && let Some(delivery) = outcome.delivery
@@ -325,6 +333,7 @@ fn refuse_unreadable(
     id: u64,
     conn: &mut Conn,
     head: Option<&RequestHead>,
+    at: Instant,
     error: ReadError,
 ) -> bool {
     let response = match error {
@@ -333,8 +342,9 @@ fn refuse_unreadable(
         ReadError::Oversized => Response::text(413, "body too large"),
     };
     let request = match head {
-        Some(head) => request_log(head, response.status, 0),
+        Some(head) => request_log(head, at, response.status, 0),
         None => RequestLog {
+            at,
             method: String::new(),
             path: String::new(),
             status: response.status,
@@ -352,8 +362,9 @@ fn refuse_unreadable(
     false
 }
 
-fn request_log(head: &RequestHead, status: u16, body_len: usize) -> RequestLog {
+fn request_log(head: &RequestHead, at: Instant, status: u16, body_len: usize) -> RequestLog {
     RequestLog {
+        at,
         method: head.method.clone(),
         path: head.path.clone(),
         status,

@@ -40,17 +40,27 @@ pub(crate) fn body_limit(path: &str) -> usize {
     }
 }
 
-pub(crate) fn handle(shared: &Shared, head: &RequestHead, body: Body) -> Outcome {
+/// The routes [`Faults`] apply to, and [`super::Intake::max_in_flight`]
+/// counts.
+pub(crate) fn is_data_route(head: &RequestHead) -> bool {
+    head.method == "POST"
+        && (matches!(head.path.as_str(), "/logs" | "/raw") || json_route(&head.path).is_some())
+}
+
+/// Answers a request with `faults`, those in force when its head arrived.
+pub(crate) fn handle(shared: &Shared, head: &RequestHead, faults: &Faults, body: Body) -> Outcome {
     match (head.method.as_str(), head.path.as_str()) {
         ("GET", "/healthz") => Outcome::answer(Response::text(200, "ok")),
         ("POST", "/oauth2/token") => Outcome::answer(issue_token(shared, head, body)),
-        ("POST", "/logs") => data_request(shared, head, body, logs),
-        ("POST", "/raw") => data_request(shared, head, body, |_, _, body| Ok(raw(body))),
+        ("POST", "/logs") => data_request(shared, head, faults, body, logs),
+        ("POST", "/raw") => data_request(shared, head, faults, body, |_, _, body| Ok(raw(body))),
         ("POST", path) => match json_route(path) {
             // Like the backend's routes, these match only JSON bodies.
-            Some(route) if is_json(head) => data_request(shared, head, body, |shared, _, body| {
-                records(shared, &route, body)
-            }),
+            Some(route) if is_json(head) => {
+                data_request(shared, head, faults, body, |shared, _, body| {
+                    records(shared, &route, body)
+                })
+            }
             _ => Outcome::answer(not_found()),
         },
         _ => Outcome::answer(not_found()),
@@ -91,6 +101,7 @@ fn issue_token(shared: &Shared, head: &RequestHead, body: Body) -> Response {
 fn data_request(
     shared: &Shared,
     head: &RequestHead,
+    faults: &Faults,
     body: Body,
     handler: impl FnOnce(&Shared, &RequestHead, Vec<u8>) -> Result<Delivery, Response>,
 ) -> Outcome {
@@ -100,8 +111,7 @@ fn data_request(
             "missing, unknown or expired bearer token",
         ));
     }
-    let faults = shared.faults.lock().expect("faults lock").clone();
-    let (response, delivery) = match (injected_fault(&faults), body) {
+    let (response, delivery) = match (injected_fault(faults), body) {
         (Some(response), _) => (response, None),
         (None, Body::TooLarge { len }) => (
             Response::text(413, format!("body of {len} bytes is too large")),
