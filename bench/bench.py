@@ -13,6 +13,11 @@ shipper's process:
   (its stderr), stamped by the intake itself.
 - Latency (logd only: the intake keeps /logs lines, not /raw ones): the
   intake's --latency percentiles, receive time minus the line's timestamp.
+- In flight: the most data requests the intake was handling at once.
+
+A case may put the intake some way off (test-intake --delay-ms: each request
+is answered that much later, concurrent ones independently), to show what a
+shipper's requests in flight are worth against a distant intake.
 
 Each case runs BENCH_RUNS times per shipper (fresh intake, fresh state);
 the table shows the median of each figure.
@@ -116,9 +121,11 @@ def stop(proc, grace=15):
 class Intake:
     """A test-intake process and the latest counters it printed."""
 
-    def __init__(self, binary, logdir, latency=False):
+    def __init__(self, binary, logdir, latency=False, delay_ms=0):
         args = [binary, "--interval-ms", "1000" if latency else "5"]
         args.append("--latency" if latency else "--count-only")
+        if delay_ms:
+            args += ["--delay-ms", str(delay_ms)]
         self.stderr_path = os.path.join(logdir, "intake.stderr")
         self.proc = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -184,6 +191,7 @@ def parse_intake_line(line):
         return "counters", {
             "log_lines": int(words[2]),
             "raw_lines": int(words[8]),
+            "in_flight": int(words[words.index("flight") + 1]),
             "at": float(words[words.index("at") + 1]),
             "statuses": " ".join(words[words.index("status") + 1 : words.index("at")]),
         }
@@ -294,13 +302,13 @@ class Writer:
 class Run:
     """One shipper's run of a case: a temp dir, an intake, the process."""
 
-    def __init__(self, bench, shipper, latency=False):
+    def __init__(self, bench, shipper, latency=False, delay_ms=0):
         self.bench = bench
         self.shipper = shipper
         self.dir = tempfile.mkdtemp(prefix=f"{shipper.name}-", dir=bench.workdir)
         self.state = os.path.join(self.dir, "state")
         os.makedirs(self.state)
-        self.intake = Intake(bench.intake_bin, self.dir, latency)
+        self.intake = Intake(bench.intake_bin, self.dir, latency, delay_ms)
         self.proc = None
 
     def start(self, pods):
@@ -314,6 +322,23 @@ class Run:
     def wait_delivered(self, n, timeout):
         """Counters once `n` lines are delivered, or None at `timeout`."""
         return self.intake.wait_for(lambda c: self.delivered(c) >= n, timeout)
+
+    def wait_progressing(self, n, stall):
+        """Counters once `n` lines are delivered, or None once `stall` seconds
+        pass without a line delivered: against a distant intake a shipper
+        with few requests in flight can take minutes to catch up, and is
+        slow, not lossy."""
+        seen = -1
+        while True:
+            counters = self.intake.wait_for(lambda c: self.delivered(c) >= n or self.delivered(c) > seen, stall)
+            if counters is None or self.delivered(counters) >= n:
+                return counters
+            seen = self.delivered(counters)
+
+    def in_flight(self):
+        """The most requests the intake had in flight at once so far."""
+        counters, _ = self.intake.latest()
+        return counters.get("in_flight", 0)
 
     def check_alive(self):
         if self.proc.poll() is not None:
@@ -331,10 +356,10 @@ def lost_and_dup(expected, delivered):
     return max(0, expected - delivered), max(0, delivered - expected)
 
 
-def drain(bench, shipper):
+def drain(bench, shipper, delay_ms=0):
     manifest = bench.backlog
     expected = shipper.expected(manifest)
-    run = Run(bench, shipper)
+    run = Run(bench, shipper, delay_ms=delay_ms)
     try:
         pid = run.start(bench.backlog_dir)
         done = run.wait_delivered(expected, bench.drain_timeout)
@@ -357,22 +382,23 @@ def drain(bench, shipper):
             "lost": lost,
             "dup": dup,
             "seconds": elapsed,
+            "in flight": run.in_flight(),
         }
     finally:
         run.close()
 
 
-def rate_case(bench, shipper, files, rate, seconds):
+def rate_case(bench, shipper, files, rate, seconds, delay_ms=0):
     """Steady writing: CPU % of one core and RSS while `rate` lines/s are
     written across `files` files for `seconds`; latency; lines lost."""
-    run = Run(bench, shipper, latency=True)
+    run = Run(bench, shipper, latency=True, delay_ms=delay_ms)
     writer = None
     try:
         pods = os.path.join(run.dir, "pods")
         writer = Writer(pods, files, rate, seconds, prefill=1)
         pid = run.start(pods)
         # Ready once the prefill (one line a file) is delivered.
-        if run.wait_delivered(files, 120) is None:
+        if run.wait_progressing(files, 120) is None:
             run.check_alive()
             raise RuntimeError(f"{shipper.name}: prefill not delivered; see {run.dir}")
         run.intake.wait_for(lambda c: False, 1.5)  # settle: linger, checkpoint
@@ -386,7 +412,7 @@ def rate_case(bench, shipper, files, rate, seconds):
         print(f"    {shipper.name} CPU % by thread: {shown}", flush=True)
         rss = peak_rss_mib(pid)
         expected = shipper.expected(manifest)
-        done = run.wait_delivered(expected, 60)
+        done = run.wait_progressing(expected, 60)
         # The latency line that follows the last delivery.
         if done is not None and shipper.delivered_key == "log_lines":
             want = expected - files
@@ -400,6 +426,7 @@ def rate_case(bench, shipper, files, rate, seconds):
             "peak RSS MiB": rss,
             "lost": lost,
             "dup": dup,
+            "in flight": counters.get("in_flight", 0),
         }
         if shipper.delivered_key == "log_lines" and latency:
             result["p99 ms"] = latency["p99"]
@@ -446,6 +473,7 @@ COLUMNS = [
     ("peak RSS MiB", "{:.1f}"),
     ("wake-ups/s", "{:.1f}"),
     ("p99 ms", "{:.0f}"),
+    ("in flight", "{:.0f}"),
     ("lost", "{:.0f}"),
     ("dup", "{:.0f}"),
 ]
@@ -485,7 +513,7 @@ def check_targets(results, quick):
         if value is not None:
             checks.append(f"{'PASS' if ok(value) else 'FAIL'}  {what}: {value:.2f}")
 
-    d = "drain"
+    d = drain_label(backlog_mb(quick))
     check("drain MB/s >= 250", get(d, "logd", "MB/s"), lambda v: v >= 250)
     check("drain CPU-s/100MB <= 0.2", get(d, "logd", "CPU-s/100MB"), lambda v: v <= 0.2)
     check("drain peak RSS MiB <= 12", get(d, "logd", "peak RSS MiB"), lambda v: v <= 12)
@@ -506,15 +534,79 @@ def check_targets(results, quick):
     small, big = get(MANY_SMALL, "logd", "peak RSS MiB"), get(MANY_BIG, "logd", "peak RSS MiB")
     if small and big:
         check("many files: RSS(1000 files) / RSS(250 files) <= 4 (linear)", big / small, lambda v: v <= 4)
+    near, far = get(MANY_2K, "logd", "CPU %"), get(MANY_2K_FAR, "logd", "CPU %")
+    if near and far:
+        check("many2k: CPU(intake 50 ms) / CPU(intake 0 ms) <= 1.25", far / near, lambda v: v <= 1.25)
+    check("many2k, intake 50 ms: latency p99 ms <= 1500", get(MANY_2K_FAR, "logd", "p99 ms"), lambda v: v <= 1500)
     for (case, shipper), m in sorted(results.items()):
         if m.get("lost", 0) > 0:
             checks.append(f"NOTE  {case} / {shipper}: {m['lost']:.0f} lines lost (median)")
     return checks
 
 
+def backlog_mb(quick):
+    return 30 if quick else 300
+
+
+def drain_label(mb):
+    return f"drain {mb} MB, 40 files"
+
+
+def at_delay(label, delay_ms):
+    """A row's label with the intake's delay, for the cases that set one."""
+    return f"{label}, intake {delay_ms} ms"
+
+
 STEADY = "steady 5k lines/s, 200 files"
 MANY_SMALL = "many: 250 files x 10 lines/s"
 MANY_BIG = "many: 1000 files x 10 lines/s"
+MANY_2K_LABEL = "many: 1000 files x 2 lines/s"
+MANY_2K = at_delay(MANY_2K_LABEL, 0)
+MANY_2K_FAR = at_delay(MANY_2K_LABEL, 50)
+DEFAULT_CASES = "drain,steady,idle,many,drain25,steady50,many2k,many2k50"
+
+
+class Case:
+    """A benchmark case: `name` selects it (BENCH_CASES), `label` names its
+    rows, `delay_ms` is how much later the intake answers each request, and
+    `run(shipper, delay_ms)` runs it once and returns its figures."""
+
+    def __init__(self, name, label, run, delay_ms=0):
+        self.name = name
+        self.label = label
+        self.run = run
+        self.delay_ms = delay_ms
+
+    def __call__(self, shipper):
+        return self.run(shipper, self.delay_ms)
+
+
+def plan_cases(bench, quick):
+    """Every case, in the order they run: each delayed case after the case
+    it is compared with."""
+    steady_secs = 10 if quick else 60
+    many_secs = 8 if quick else 30
+
+    def drain_case(shipper, delay_ms):
+        return drain(bench, shipper, delay_ms)
+
+    def rate(files, lines_per_sec, seconds):
+        return lambda shipper, delay_ms: rate_case(bench, shipper, files, lines_per_sec, seconds, delay_ms)
+
+    def many2k(name, delay_ms):
+        return Case(name, at_delay(MANY_2K_LABEL, delay_ms), rate(1000, 2000, many_secs), delay_ms)
+
+    cases = [
+        Case("drain", drain_label(bench.backlog_mb), drain_case),
+        Case("drain25", at_delay(drain_label(bench.backlog_mb), 25), drain_case, 25),
+        Case("steady", STEADY, rate(200, 5000, steady_secs)),
+        Case("steady50", at_delay(STEADY, 50), rate(200, 5000, steady_secs), 50),
+        Case("idle", "idle", lambda shipper, _: idle(bench, shipper)),
+    ]
+    if not quick:
+        cases.append(Case("many", MANY_SMALL, rate(250, 2500, many_secs)))
+    cases += [Case("many", MANY_BIG, rate(1000, 10000, many_secs)), many2k("many2k", 0), many2k("many2k50", 50)]
+    return cases
 
 
 def machine():
@@ -544,7 +636,7 @@ def main():
     p.add_argument("--syslog-ng-conf", default=os.path.join(HERE, "syslog-ng.conf"))
     p.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "3")))
     p.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK") == "1")
-    p.add_argument("--cases", default=os.environ.get("BENCH_CASES", "drain,steady,idle,many"))
+    p.add_argument("--cases", default=os.environ.get("BENCH_CASES", DEFAULT_CASES))
     p.add_argument("--shippers", default=os.environ.get("BENCH_SHIPPERS", "logd,syslog-ng"))
     p.add_argument("--keep", action="store_true", help="keep the temp dirs (logs, state)")
     args = p.parse_args()
@@ -555,43 +647,39 @@ def main():
         for s in (Logd(args.logd), SyslogNg(args.syslog_ng, args.syslog_ng_conf))
         if s.name in args.shippers.split(",")
     ]
-    cases = args.cases.split(",")
     quick = args.quick
     runs = 1 if quick else args.runs
-    steady_secs = 10 if quick else 60
-    many_secs = 8 if quick else 30
+    bench.backlog_mb = backlog_mb(quick)
+    wanted = args.cases.split(",")
+    every = plan_cases(bench, quick)
+    unknown = set(wanted) - {case.name for case in every}
+    if unknown:
+        sys.exit(f"unknown cases {sorted(unknown)}; known: {DEFAULT_CASES}")
+    plan = [case for case in every if case.name in wanted]
 
     print(f"machine: {machine()}", flush=True)
     print(f"runs per case: {runs}{' (quick)' if quick else ''}; work dir {bench.workdir}", flush=True)
-    plan = []
-    if "drain" in cases:
-        bench.backlog_dir = os.path.join(bench.workdir, "backlog")
-        size = 30 * MB if quick else 300 * MB
-        bench.backlog = gen("backlog", "--out", bench.backlog_dir, "--files", 40, "--bytes", size)
-        print(f"backlog: {json.dumps(bench.backlog)}", flush=True)
-        plan.append(("drain", lambda s: drain(bench, s)))
-    if "steady" in cases:
-        plan.append((STEADY, lambda s: rate_case(bench, s, 200, 5000, steady_secs)))
-    if "idle" in cases:
-        plan.append(("idle", lambda s: idle(bench, s)))
-    if "many" in cases:
-        if not quick:
-            plan.append((MANY_SMALL, lambda s: rate_case(bench, s, 250, 2500, many_secs)))
-        plan.append((MANY_BIG, lambda s: rate_case(bench, s, 1000, 10000, many_secs)))
 
     results = {}
     rows = []
     try:
-        for case, fn in plan:
+        if any(case.name.startswith("drain") for case in plan):
+            # One backlog for the drain cases: the same data near and far.
+            bench.backlog_dir = os.path.join(bench.workdir, "backlog")
+            bench.backlog = gen(
+                "backlog", "--out", bench.backlog_dir, "--files", 40, "--bytes", bench.backlog_mb * MB
+            )
+            print(f"backlog: {json.dumps(bench.backlog)}", flush=True)
+        for case in plan:
             for shipper in shippers:
                 per_run = []
                 for i in range(runs):
-                    r = fn(shipper)
+                    r = case(shipper)
                     shown = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r.items()))
-                    print(f"  {case} / {shipper.name} run {i + 1}: {shown}", flush=True)
+                    print(f"  {case.label} / {shipper.name} run {i + 1}: {shown}", flush=True)
                     per_run.append(r)
-                results[(case, shipper.name)] = median_of(per_run)
-                rows.append((case, shipper.name, results[(case, shipper.name)]))
+                results[(case.label, shipper.name)] = median_of(per_run)
+                rows.append((case.label, shipper.name, results[(case.label, shipper.name)]))
     finally:
         if not bench.keep:
             shutil.rmtree(bench.workdir, ignore_errors=True)

@@ -6,6 +6,11 @@
 #   BENCH_QUICK=1 bench/run.sh    # smoke run: smaller data, shorter cases, 1 run
 #   BENCH_CASES=drain,idle BENCH_SHIPPERS=logd bench/run.sh   # a subset
 #
+# Cases: drain, steady, idle, many (the intake answers at once); drain25,
+# steady50 (the same, the intake answering each request 25 or 50 ms later:
+# test-intake --delay-ms); many2k, many2k50 (1,000 files at 2 lines/s each,
+# the intake at 0 and at 50 ms). BENCH_CASES defaults to every case.
+#
 # Builds the release binaries (logd, test-intake), installs syslog-ng from
 # Debian if missing (apt-get; as root, or with sudo), generates the data in a
 # temp dir, runs each case for each shipper against the test intake on
