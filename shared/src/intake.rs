@@ -242,6 +242,10 @@ fn classify(
     }
 }
 
+/// Idle connections kept for reuse at most: as many as requests a daemon
+/// may have in flight (logd's `LOGD_UPLOAD_CONCURRENCY` is at most 256).
+const MAX_IDLE_CONNECTIONS: usize = 256;
+
 fn build_agent(settings: &IntakeConfig) -> ureq::Agent {
     // The Mozilla roots, plus the extra ones of `HIK8S_CA_FILE`; rustls on
     // ring, the one crypto provider of the project (kube uses it too).
@@ -265,6 +269,11 @@ fn build_agent(settings: &IntakeConfig) -> ureq::Agent {
         .max_redirects(0)
         .timeout_connect(Some(settings.connect_timeout))
         .timeout_global(Some(settings.request_timeout))
+        // Every request in flight at once keeps its connection for the next
+        // one (ureq keeps 3 per host by default: with more in flight, every
+        // round would open new connections, each a TLS handshake).
+        .max_idle_connections(MAX_IDLE_CONNECTIONS)
+        .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
         // Always set: ureq's default reads the process environment, which
         // would bypass `.env` and flags.
         .proxy(settings.proxy.as_ref().and_then(build_proxy))

@@ -17,12 +17,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender, never, select};
 use logd::{AckToken, Chunk, FileKey, LogMeta};
+
+use super::held::Held;
 
 /// One request's worth of one file's lines.
 #[derive(Debug)]
 pub struct Batch {
+    pub file: FileKey,
     pub meta: Arc<LogMeta>,
     /// `\n`-terminated lines.
     pub lines: Vec<u8>,
@@ -35,8 +38,10 @@ pub struct Batch {
 /// what waits in the queue and in the uploader stays about one batch.
 const MESSAGE_BYTES: usize = 256 * 1024;
 /// A file read faster than its lines could linger (a backlog) has its batch
-/// sent at this size: the next read of it comes within the round anyway, so
-/// holding it longer would only hold memory.
+/// sent at this size while an upload slot is free: the next read of it
+/// comes within the round anyway, so holding it longer would only hold
+/// memory. While every slot is busy (a slow intake) it grows to the
+/// maximum instead: fewer, larger requests for the same round trips.
 const BACKLOG_BATCH_BYTES: usize = 128 * 1024;
 /// Batches are due at most this often (see [`Schedule::due`]).
 const SLOT: Duration = Duration::from_millis(100);
@@ -46,8 +51,11 @@ pub struct Batcher {
     pub batches: Sender<Vec<Batch>>,
     pub max_bytes: usize,
     pub linger: Duration,
-    /// Bytes held in all batches at most; beyond, the largest is flushed.
-    pub global_cap: usize,
+    /// Bytes held in this thread's batches at most; beyond, the largest is
+    /// flushed.
+    pub batches_cap: usize,
+    /// Bytes held here and at the uploader: no chunk is taken at its cap.
+    pub held: Held,
 }
 
 struct Pending {
@@ -101,8 +109,16 @@ impl Batcher {
                 Some(due) => crossbeam_channel::at(due),
                 None => crossbeam_channel::never(),
             };
+            // At the cap of bytes held, chunks wait (and the parse thread
+            // with them) until the uploader releases some.
+            let (chunks, released) = if self.held.at_cap() {
+                (&never(), self.held.released())
+            } else {
+                (&self.chunks, &never())
+            };
             let ready: Vec<Batch> = select! {
-                recv(self.chunks) -> chunks => match chunks {
+                recv(released) -> _ => Vec::new(),
+                recv(chunks) -> chunks => match chunks {
                     // Caught up with a backlog: nothing lingers.
                     Ok(chunks) if chunks.is_empty() => take_all(&mut pending, &mut held),
                     Ok(chunks) => self.add_all(&mut pending, chunks, &schedule, &mut held),
@@ -126,8 +142,8 @@ impl Batcher {
         self.send(take_all(&mut pending, &mut held));
     }
 
-    /// Hands batches to the uploader, waiting for room (that is the
-    /// backpressure). Small batches go together, up to [`MESSAGE_BYTES`]:
+    /// Hands batches to the uploader (which always takes them: the
+    /// backpressure is the cap of bytes held). Small batches go together, up to [`MESSAGE_BYTES`]:
     /// one hand-over, not one wake-up of each thread per batch. False when
     /// the uploader is gone.
     fn send(&self, ready: Vec<Batch>) -> bool {
@@ -158,8 +174,9 @@ impl Batcher {
         let mut ready = Vec::new();
         for chunk in chunks {
             *held += chunk.lines.len();
+            self.held.add(chunk.lines.len());
             let file = chunk.file;
-            let full = if chunk.more {
+            let full = if chunk.more && !self.held.saturated() {
                 self.max_bytes.min(BACKLOG_BATCH_BYTES)
             } else {
                 self.max_bytes
@@ -168,14 +185,14 @@ impl Batcher {
                 ready.extend(take(pending, [file], held));
             }
         }
-        if *held > self.global_cap {
+        if *held > self.batches_cap {
             let mut by_size: Vec<(usize, FileKey)> = pending
                 .iter()
                 .map(|(file, p)| (p.batch.lines.len(), *file))
                 .collect();
             by_size.sort_unstable_by(|a, b| b.cmp(a));
             let mut largest = Vec::new();
-            let mut over = *held - self.global_cap;
+            let mut over = *held - self.batches_cap;
             for (size, file) in by_size {
                 if over == 0 {
                     break;
@@ -239,6 +256,7 @@ fn add(
                 chunk.file,
                 Pending {
                     batch: Batch {
+                        file: chunk.file,
                         meta: chunk.meta,
                         lines: chunk.lines,
                         line_count: chunk.line_count,

@@ -6,10 +6,11 @@ use shared::metrics::Registry;
 use shared::metrics::prometheus_client::metrics::counter::Counter;
 use shared::metrics::prometheus_client::metrics::family::Family;
 use shared::metrics::prometheus_client::metrics::gauge::Gauge;
+use shared::metrics::prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 type Labels = [(&'static str, &'static str); 1];
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Metrics {
     pub lines_read: Counter,
     pub bytes_read: Counter,
@@ -31,6 +32,38 @@ pub struct Metrics {
     pub checkpoint_writes: Counter,
     pub checkpoint_errors: Counter,
     pub inotify_rescans: Counter,
+    /// Requests allowed in flight at once (the adaptive limit).
+    pub upload_limit: Gauge,
+    pub uploads_in_flight: Gauge,
+    /// Time from sending a request to its answer.
+    pub upload_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            lines_read: Counter::default(),
+            bytes_read: Counter::default(),
+            lines_shipped: Counter::default(),
+            bytes_shipped: Counter::default(),
+            lines_dropped: Family::default(),
+            batches: Family::default(),
+            retries: Counter::default(),
+            files_tracked: Gauge::default(),
+            files_open: Gauge::default(),
+            bytes_behind: Gauge::default(),
+            truncations: Counter::default(),
+            lost_to_rotation_files: Counter::default(),
+            lost_to_rotation_bytes: Counter::default(),
+            checkpoint_writes: Counter::default(),
+            checkpoint_errors: Counter::default(),
+            inotify_rescans: Counter::default(),
+            upload_limit: Gauge::default(),
+            uploads_in_flight: Gauge::default(),
+            // 1 ms to about 16 s, doubling.
+            upload_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+        }
+    }
 }
 
 impl Metrics {
@@ -111,6 +144,21 @@ impl Metrics {
             "inotify_rescans",
             "Full rescans after an inotify overflow or missing watch",
             self.inotify_rescans.clone(),
+        );
+        r.register(
+            "upload_limit",
+            "Requests allowed in flight at once (adaptive, at most LOGD_UPLOAD_CONCURRENCY)",
+            self.upload_limit.clone(),
+        );
+        r.register(
+            "uploads_in_flight",
+            "Requests in flight",
+            self.uploads_in_flight.clone(),
+        );
+        r.register(
+            "upload_duration_seconds",
+            "Time from sending a request to the intake's answer",
+            self.upload_seconds.clone(),
         );
     }
 

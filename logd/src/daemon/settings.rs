@@ -14,6 +14,8 @@ const INTAKE_MESSAGE_MAX: usize = 30_720;
 const STREAM_PREFIX_MAX: usize = " stderr F ".len();
 /// A `/logs` body may be at most 32 MiB; keep room for the metadata part.
 const INTAKE_BODY_MAX: u64 = 32 * 1024 * 1024 - 64 * 1024;
+/// A thread and a connection each: more would not be a small daemon.
+const MAX_UPLOAD_CONCURRENCY: usize = 256;
 /// Without the intake's cap, lines are cut at 1 MiB by default.
 const LOCAL_MAX_LINE_BYTES: usize = 1024 * 1024;
 
@@ -31,6 +33,11 @@ pub const VARS: &[VarSpec] = &[
         "a batch waits at most this long (each file at its own point of the period)",
     )
     .default("1000"),
+    VarSpec::new(
+        "LOGD_UPLOAD_CONCURRENCY",
+        "requests in flight to the intake at most; the number adapts below it to the intake's response times (1: one at a time)",
+    )
+    .default("64"),
     VarSpec::new(
         "LOGD_MAX_LINE_BYTES",
         "longer lines are cut here, on a character boundary, with \" [truncated]\"",
@@ -69,10 +76,14 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub batch_max_bytes: usize,
     pub batch_linger: Duration,
+    pub upload_concurrency: usize,
     pub metrics_addr: Option<SocketAddr>,
     /// Test-only stand-in for the kernel's inotify watch limit
     /// (`LOGD_TEST_MAX_INOTIFY_WATCHES`, deliberately not in `--help`).
     pub max_inotify_watches: Option<usize>,
+    /// What the operator asked for and does not get, said once at start
+    /// (settings are read before logging starts).
+    pub warnings: Vec<String>,
 }
 
 impl Settings {
@@ -107,7 +118,8 @@ impl Settings {
             ));
         }
 
-        let max_line_bytes = max_line_bytes(config, to_intake)?;
+        let mut warnings = Vec::new();
+        let max_line_bytes = max_line_bytes(config, to_intake, &mut warnings)?;
 
         let pods_dir = config.path("LOGD_PODS_DIR")?;
         let tailer = TailerConfig {
@@ -137,8 +149,10 @@ impl Settings {
             batch_max_bytes: usize::try_from(batch_max_bytes)
                 .map_err(|_| config.invalid("LOGD_BATCH_MAX_BYTES", "is too large"))?,
             batch_linger: config.millis("LOGD_BATCH_LINGER_MS")?,
+            upload_concurrency: upload_concurrency(config)?,
             metrics_addr: config.socket_addr_or_off("LOGD_METRICS_ADDR")?,
             max_inotify_watches,
+            warnings,
         })
     }
 }
@@ -147,13 +161,22 @@ impl Settings {
 /// the timestamp, as the intake does; the core counts the content after
 /// `<stream> F `, so the prefix is taken off. With the intake, never more
 /// than it accepts, whatever is given.
-fn max_line_bytes(config: &Config, to_intake: bool) -> Result<usize, ConfigError> {
+fn max_line_bytes(
+    config: &Config,
+    to_intake: bool,
+    warnings: &mut Vec<String>,
+) -> Result<usize, ConfigError> {
     let given = config
         .optional("LOGD_MAX_LINE_BYTES", Config::bytes)?
         .map(|b| usize::try_from(b).unwrap_or(usize::MAX));
     let limit = match (given, to_intake) {
-        (Some(given), true) => given.min(INTAKE_MESSAGE_MAX),
-        (Some(given), false) => given,
+        (Some(given), true) if given > INTAKE_MESSAGE_MAX => {
+            warnings.push(format!(
+                "LOGD_MAX_LINE_BYTES={given} is lowered to {INTAKE_MESSAGE_MAX}: the intake takes no longer lines"
+            ));
+            INTAKE_MESSAGE_MAX
+        }
+        (Some(given), _) => given,
         (None, true) => INTAKE_MESSAGE_MAX,
         (None, false) => LOCAL_MAX_LINE_BYTES,
     };
@@ -165,6 +188,18 @@ fn max_line_bytes(config: &Config, to_intake: bool) -> Result<usize, ConfigError
         ));
     }
     Ok(limit - STREAM_PREFIX_MAX)
+}
+
+/// Requests in flight at most: 1 to [`MAX_UPLOAD_CONCURRENCY`].
+fn upload_concurrency(config: &Config) -> Result<usize, ConfigError> {
+    let value = config.u64("LOGD_UPLOAD_CONCURRENCY")?;
+    if value == 0 || value > MAX_UPLOAD_CONCURRENCY as u64 {
+        return Err(config.invalid(
+            "LOGD_UPLOAD_CONCURRENCY",
+            format!("{value} is out of range (1 to {MAX_UPLOAD_CONCURRENCY})"),
+        ));
+    }
+    Ok(value as usize)
 }
 
 fn to_usize(config: &Config, name: &str) -> Result<usize, ConfigError> {

@@ -1,52 +1,67 @@
-//! The `logd-upload` thread: sends batches to the sink with the shared retry
-//! policy, and acknowledges every chunk of a batch once all its lines are
+//! The `logd-upload` thread: decides what goes to the intake and when,
+//! with several requests in flight (sent by the `logd-upload-N` threads of
+//! [`Pool`]), and acknowledges every chunk of a batch once all its lines are
 //! delivered, or dropped and counted.
 //!
-//! What cannot be delivered as is gets split in halves at line boundaries,
-//! down to the line the intake will not take, which is dropped and counted
-//! (bad data never stalls the node's logs): at once on a 413 or another
-//! 4xx; on 500 again and again only once another request went through (a
-//! probe half, or a newer batch). Once halving has begun, one more 500 halves
-//! a piece again, so one bad line costs seconds, not a minute of the node's
-//! uploads; a single line is dropped only after a full turn of 500s. An
-//! intake that fails everything is an outage: pieces are parked, retried
-//! with backoff, and newer batches are tried meanwhile, within a cap on
-//! parked bytes.
+//! - **Order.** A file has at most one request in flight: its pieces wait
+//!   in a queue of their own, so its lines reach the intake in the order
+//!   they were written. Files go in turn.
+//! - **How many at once.** The [`Limiter`] grows the number in flight while
+//!   response times stay flat and cuts it on overload; `Retry-After` and an
+//!   outage's backoff hold every request back, not only the one answered.
+//! - **Bad data never stalls the node's logs.** What cannot be delivered as
+//!   is gets split in halves at line boundaries, down to the line the
+//!   intake will not take, which is dropped and counted: at once on a 413
+//!   or another 4xx; on 500 only when other requests went through meanwhile
+//!   (then the piece is the problem, not the intake). Once halving has
+//!   begun, one more 500 halves a piece again, so one bad line costs
+//!   seconds; a single line is dropped only after a full turn of 500s. An
+//!   intake answering 500 to everything is an outage: waited for, with a
+//!   halved piece as a probe now and then, since a piece holding a bad line
+//!   may be all there is to send.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use logd::{AckToken, LogMeta};
-use shared::intake::{LogMeta as WireMeta, SendError};
-use shared::retry::{Attempts, Backoff, Delivery, send_with_retry};
+use crossbeam_channel::{Receiver, Sender, after, never, select, unbounded};
+use logd::{AckToken, FileKey, LogMeta};
+use shared::intake::SendError;
+use shared::retry::Backoff;
 use shared::shutdown::Shutdown;
 use shared::sink::Sink;
 
 use super::batcher::Batch;
+use super::held::Held;
+use super::limiter::Limiter;
 use super::metrics::Metrics;
+use super::upload_pool::{Answer, Job, Pool};
 
-/// Consecutive failures after which a piece is set aside (parked) or, on
-/// a run of 500s while the intake takes other requests, split.
+/// 500s in a row after which a piece is split (or a single line dropped),
+/// once other requests went through meanwhile.
 const ATTEMPTS_PER_TURN: u32 = 4;
-/// Parked bytes at most; beyond, no new batch is taken until they drain.
-const PARKED_CAP: usize = 4 * 1024 * 1024;
 
 pub struct Uploader {
-    pub sink: Sink,
+    pub sink: Arc<Sink>,
     pub batches: Receiver<Vec<Batch>>,
     pub acks: Sender<Vec<AckToken>>,
     /// Triggered when the shutdown grace period is over: stop retrying.
     pub hard_stop: Shutdown,
     pub metrics: Metrics,
+    pub held: Held,
+    /// `LOGD_UPLOAD_CONCURRENCY`: requests in flight at most.
+    pub max_in_flight: usize,
 }
 
 /// A batch whose pieces are not all resolved yet.
-struct InFlight {
+struct Open {
+    file: FileKey,
     meta: Arc<LogMeta>,
-    lines: Vec<u8>,
+    /// None while a piece of it is in flight (the bytes travel with it).
+    lines: Option<Vec<u8>>,
+    bytes: usize,
     acks: Vec<AckToken>,
     open_pieces: usize,
 }
@@ -57,262 +72,352 @@ struct Piece {
     lines: Range<usize>,
     /// How many lines: known, so a backlog's bytes are not scanned for it.
     line_count: u64,
-    /// Successes counted when this piece last failed: more since means the
-    /// intake works and the piece itself is the problem.
+    /// 2xx answers counted when this piece began (or was split off): more
+    /// since means the intake works and a 500 is this piece's own.
     successes_seen: u64,
-    /// A half of a piece the intake answered 500 again and again while it
-    /// took other requests: it holds the bad line, or its sibling does.
+    /// A half of a piece answered 500 again and again while the intake took
+    /// other requests: it holds the bad line, or its sibling does.
     isolating: bool,
+    /// 500s in a row.
+    server_errors: u32,
+    /// Between attempts of this piece after 500s.
+    backoff: Backoff,
 }
 
-enum Outcome {
-    Delivered,
-    Dropped,
+/// What happens to a piece after an answer that is not a success.
+enum Next {
+    /// Again, once the global hold (if any) is over.
+    Again,
+    /// Again, not before then.
+    At(Instant),
+    /// Again, after the next piece of its file (see [`Uploader::on_server_error`]).
+    AfterNext,
     Split(Piece, Piece),
-    Parked(Piece),
-    Stopped,
+    Drop,
 }
 
 struct State {
-    in_flight: HashMap<u64, InFlight>,
-    ready: VecDeque<Piece>,
-    parked: Vec<Piece>,
-    parked_bytes: usize,
+    open: HashMap<u64, Open>,
     next_batch: u64,
+    /// Each file's pieces, in order; the head is the one that goes next.
+    queues: HashMap<FileKey, VecDeque<Piece>>,
+    /// Files whose head piece may go now, in turn.
+    ready: VecDeque<FileKey>,
+    /// Files whose head piece waits for a time of its own.
+    waiting: BinaryHeap<Reverse<(Instant, FileKey)>>,
+    in_flight: usize,
+    limiter: Limiter,
+    /// Nothing is sent before then: a `Retry-After`, or an outage's backoff.
+    hold_until: Option<Instant>,
+    /// Between requests while the intake is down or overloaded.
+    outage: Backoff,
+    /// A piece answered 500 by an intake that fails everything may be
+    /// halved as a probe after then.
+    next_probe: Instant,
     /// 2xx answers so far.
     successes: u64,
-    /// Between attempts of one piece.
-    backoff: Backoff,
-    /// Between rounds over parked pieces.
-    parked_backoff: Backoff,
-    /// A piece was halved as a probe in this round over parked pieces.
-    probed: bool,
-}
-
-/// What the loop does next when no piece is ready.
-enum Work {
-    Batch(Vec<Batch>),
-    RetryParked,
-    /// The batcher hung up (shutdown): finish what is here.
-    Closed,
-    Done,
 }
 
 impl Uploader {
     pub fn run(self) {
+        let (answers_tx, answers) = unbounded();
+        let mut pool = Pool::new(self.sink.clone(), answers_tx);
+        let now = Instant::now();
         let mut state = State {
-            in_flight: HashMap::new(),
-            ready: VecDeque::new(),
-            parked: Vec::new(),
-            parked_bytes: 0,
+            open: HashMap::new(),
             next_batch: 0,
+            queues: HashMap::new(),
+            ready: VecDeque::new(),
+            waiting: BinaryHeap::new(),
+            in_flight: 0,
+            limiter: Limiter::new(self.max_in_flight, now),
+            hold_until: None,
+            outage: Backoff::new(),
+            next_probe: now,
             successes: 0,
-            backoff: Backoff::new(),
-            parked_backoff: Backoff::new(),
-            probed: false,
         };
         let mut open = true;
         loop {
-            let Some(piece) = state.ready.pop_front() else {
-                match self.next_work(&mut state, open) {
-                    Work::Batch(batches) => {
+            self.dispatch(&mut state, &mut pool);
+            if !open && state.open.is_empty() {
+                return;
+            }
+            let timer = match next_wake(&state) {
+                Some(at) => after(at.saturating_duration_since(Instant::now())),
+                None => never(),
+            };
+            // Batches are always taken: what waits here is under the cap
+            // of bytes held, and the batcher must never block on us.
+            let batches = if open { &self.batches } else { &never() };
+            select! {
+                recv(answers) -> answer => {
+                    let answer = answer.expect("the pool holds a sender");
+                    if !self.on_answer(&mut state, answer) {
+                        return;
+                    }
+                }
+                recv(batches) -> message => match message {
+                    Ok(batches) => {
                         for batch in batches {
                             take(&mut state, batch);
                         }
                     }
-                    Work::RetryParked => {
-                        state.parked_bytes = 0;
-                        state.probed = false;
-                        let parked = std::mem::take(&mut state.parked);
-                        state.ready.extend(parked);
-                    }
-                    Work::Closed => open = false,
-                    Work::Done => return,
-                }
-                continue;
-            };
-            let batch = piece.batch;
-            match self.send(&mut state, piece) {
-                Outcome::Delivered | Outcome::Dropped => {
-                    if !self.resolve_piece(&mut state, batch) {
-                        return;
-                    }
-                }
-                Outcome::Split(first, second) => {
-                    if let Some(b) = state.in_flight.get_mut(&batch) {
-                        b.open_pieces += 1;
-                    }
-                    // Isolating a bad line is not waiting out an outage:
-                    // each half starts with short waits. (Carried over,
-                    // the backoff of ten levels of halving reaches its
-                    // 30 s cap, and the whole node waits on one line.)
-                    state.backoff.reset();
-                    state.ready.push_front(second);
-                    state.ready.push_front(first);
-                }
-                Outcome::Parked(piece) => {
-                    state.parked_bytes += piece.lines.len();
-                    state.parked.push(piece);
-                }
-                Outcome::Stopped => return,
+                    Err(_) => open = false,
+                },
+                recv(timer) -> _ => wake_due(&mut state, Instant::now()),
+                recv(self.hard_stop.receiver()) -> _ => return,
             }
         }
     }
 
-    fn next_work(&self, state: &mut State, open: bool) -> Work {
-        if state.parked.is_empty() {
-            if !open {
-                return Work::Done;
-            }
-            return match self.batches.recv() {
-                Ok(batch) => Work::Batch(batch),
-                Err(_) => Work::Closed,
-            };
+    /// Sends the ready files' head pieces while the limit allows.
+    fn dispatch(&self, state: &mut State, pool: &mut Pool) {
+        let now = Instant::now();
+        if state.hold_until.is_some_and(|t| now < t) {
+            self.publish(state);
+            return;
         }
-        // Parked pieces wait for the intake: meanwhile newer batches are
-        // tried (they tell a poisoned piece from an outage), within a cap.
-        let wait = state.parked_backoff.next_delay(None);
-        if open && state.parked_bytes < PARKED_CAP {
-            match self.batches.recv_timeout(wait) {
-                Ok(batch) => Work::Batch(batch),
-                Err(RecvTimeoutError::Timeout) => Work::RetryParked,
-                Err(RecvTimeoutError::Disconnected) => Work::Closed,
+        state.hold_until = None;
+        while state.in_flight < state.limiter.limit() {
+            let Some(file) = state.ready.pop_front() else {
+                break;
+            };
+            let piece = state.queues[&file]
+                .front()
+                .expect("a ready file has a piece");
+            let batch = state.open.get_mut(&piece.batch).expect("open batch");
+            let job = Job {
+                batch: piece.batch,
+                meta: batch.meta.clone(),
+                lines: batch.lines.take().expect("one piece of a batch in flight"),
+                range: piece.lines.clone(),
+            };
+            state.in_flight += 1;
+            state.limiter.on_send(state.in_flight);
+            pool.send(job, state.in_flight);
+        }
+        self.publish(state);
+    }
+
+    fn publish(&self, state: &State) {
+        let limit = state.limiter.limit();
+        self.held
+            .set_saturated(state.in_flight >= limit || !state.ready.is_empty());
+        self.metrics.upload_limit.set(limit as i64);
+        self.metrics.uploads_in_flight.set(state.in_flight as i64);
+    }
+
+    /// Handles an answer; false when the parse thread is gone.
+    fn on_answer(&self, state: &mut State, answer: Answer) -> bool {
+        let now = Instant::now();
+        state.in_flight -= 1;
+        self.metrics
+            .upload_seconds
+            .observe(answer.took.as_secs_f64());
+        let Answer { job, result, took } = answer;
+        let batch = state.open.get_mut(&job.batch).expect("open batch");
+        batch.lines = Some(job.lines);
+        let file = batch.file;
+        let piece = state
+            .queues
+            .get_mut(&file)
+            .and_then(VecDeque::pop_front)
+            .expect("the answered piece heads its file's queue");
+        match result {
+            Ok(()) => {
+                state.successes += 1;
+                state.limiter.on_response(took, now);
+                state.outage.reset();
+                self.metrics.batch("delivered");
+                self.metrics.lines_shipped.inc_by(piece.line_count);
+                self.metrics.bytes_shipped.inc_by(piece.lines.len() as u64);
+                self.resolve(state, piece.batch, file)
             }
-        } else if self.hard_stop.wait_timeout(wait) {
-            Work::Done
-        } else {
-            Work::RetryParked
+            Err(error) => {
+                let next = self.on_failure(state, piece, &error, took, now);
+                self.follow(state, file, next)
+            }
         }
     }
 
-    /// One turn of sending a piece: a few attempts with backoff.
-    fn send(&self, state: &mut State, mut piece: Piece) -> Outcome {
-        let batch = &state.in_flight[&piece.batch];
-        let lines = &batch.lines[piece.lines.clone()];
-        let meta = &batch.meta;
-        let wire = WireMeta {
-            path: &meta.intake_path,
-            file: &meta.file,
-        };
-        // Halving is harmless, dropping is not: while isolating, one 500
-        // is enough to halve a piece further (once the intake is known to
-        // work), but a single line is dropped only after a full turn.
-        let attempts = if piece.isolating && piece.line_count >= 2 {
+    /// What to do with `piece` after `error`.
+    fn on_failure(
+        &self,
+        state: &mut State,
+        mut piece: Piece,
+        error: &SendError,
+        took: Duration,
+        now: Instant,
+    ) -> (Piece, Next) {
+        let meta = state.open[&piece.batch].meta.clone();
+        match error {
+            SendError::TooLarge => {
+                let next = self.split_or_drop(state, &piece, &meta, "rejected", "413", false);
+                (piece, next)
+            }
+            SendError::Rejected { status, body_start } => {
+                let answer = format!("{status}: {body_start}");
+                let next = self.split_or_drop(state, &piece, &meta, "rejected", &answer, false);
+                (piece, next)
+            }
+            SendError::Retryable { status, .. } if *status == Some(500) => {
+                state.limiter.on_response(took, now);
+                piece.server_errors += 1;
+                self.on_server_error(state, piece, &meta, error, now)
+            }
+            SendError::Retryable { retry_after, .. } => {
+                // The intake is down or overloaded: everything waits.
+                state.limiter.on_overload(now);
+                piece.server_errors = 0;
+                let wait = state.outage.next_delay(*retry_after);
+                self.hold(state, now + wait);
+                self.on_retry(&meta, error, wait);
+                (piece, Next::Again)
+            }
+        }
+    }
+
+    /// A 500: the piece's own problem if the intake takes other requests,
+    /// an outage otherwise.
+    fn on_server_error(
+        &self,
+        state: &mut State,
+        mut piece: Piece,
+        meta: &LogMeta,
+        error: &SendError,
+        now: Instant,
+    ) -> (Piece, Next) {
+        let intake_works = state.successes > piece.successes_seen;
+        let turn = if piece.isolating && piece.line_count >= 2 {
             1
         } else {
             ATTEMPTS_PER_TURN
         };
-        let mut server_errors = 0u32;
-        let mut successes = 0u64;
-        let delivery = send_with_retry(
-            || {
-                let result = self.sink.send_logs(&wire, lines);
-                match &result {
-                    Ok(()) => successes += 1,
-                    Err(e) if e.status() == Some(500) => server_errors += 1,
-                    Err(_) => server_errors = 0,
-                }
-                result
-            },
-            &mut state.backoff,
-            Attempts::AtMost(attempts),
-            &self.hard_stop,
-            |error, wait| self.on_retry(meta, error, wait),
-        );
-        let line_count = piece.line_count;
-        state.successes += successes;
-        match delivery {
-            Delivery::Delivered => {
-                state.parked_backoff.reset();
-                self.metrics.batch("delivered");
-                self.metrics.lines_shipped.inc_by(line_count);
-                self.metrics.bytes_shipped.inc_by(lines.len() as u64);
-                Outcome::Delivered
-            }
-            Delivery::ShutDown => Outcome::Stopped,
-            // Retrying cannot help: isolate the line(s) the intake refuses,
-            // so the rest of the batch is still delivered.
-            Delivery::Rejected { status, body_start } => self.split_or_drop(
-                &piece,
-                lines,
-                meta,
-                "rejected",
-                &format!("{status}: {body_start}"),
-                false,
-            ),
-            Delivery::TooLarge => self.split_or_drop(
-                &piece,
-                lines,
-                meta,
-                "rejected",
-                "413 Payload Too Large",
-                false,
-            ),
-            Delivery::GaveUp { last } => {
-                let intake_works = state.successes > piece.successes_seen;
-                piece.successes_seen = state.successes;
-                if server_errors < attempts {
-                    // Connection errors, 503s, 429s: an outage or overload.
-                    return Outcome::Parked(piece);
-                }
-                if !intake_works {
-                    // 500s and no other request went through yet: halve
-                    // the piece as a probe, once per round, so that an
-                    // outage does not multiply the requests.
-                    if state.probed || piece.line_count < 2 {
-                        return Outcome::Parked(piece);
-                    }
-                    state.probed = true;
-                }
-                self.split_or_drop(
-                    &piece,
-                    lines,
-                    meta,
-                    "server_error",
-                    &last.to_string(),
-                    intake_works || piece.isolating,
-                )
-            }
+        if intake_works && piece.server_errors >= turn {
+            let reason = error.to_string();
+            let next = self.split_or_drop(state, &piece, meta, "server_error", &reason, true);
+            return (piece, next);
         }
+        if !intake_works && sibling_untried(state, &piece) {
+            // No other request tells whether the intake works, but the rest
+            // of this batch can: a success there makes this 500 the piece's
+            // own. The one exception to a file's order: while a bad line is
+            // looked for, the halves of a batch may arrive swapped.
+            return (piece, Next::AfterNext);
+        }
+        if !intake_works {
+            if piece.server_errors >= ATTEMPTS_PER_TURN
+                && piece.line_count >= 2
+                && now >= state.next_probe
+            {
+                // Halve as a probe, once per outage wait, so that an outage
+                // does not multiply the requests.
+                let wait = state.outage.next_delay(None);
+                state.next_probe = now + wait * 2;
+                let reason = error.to_string();
+                let isolating = piece.isolating;
+                let next =
+                    self.split_or_drop(state, &piece, meta, "server_error", &reason, isolating);
+                return (piece, next);
+            }
+            let wait = state.outage.next_delay(None);
+            self.hold(state, now + wait);
+            self.on_retry(meta, error, wait);
+            return (piece, Next::Again);
+        }
+        let wait = piece.backoff.next_delay(None);
+        self.on_retry(meta, error, wait);
+        (piece, Next::At(now + wait))
+    }
+
+    fn hold(&self, state: &mut State, until: Instant) {
+        state.hold_until = Some(state.hold_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// Puts the piece (or its halves) back at the head of its file's queue,
+    /// or drops it; false when the parse thread is gone.
+    fn follow(&self, state: &mut State, file: FileKey, (piece, next): (Piece, Next)) -> bool {
+        let queue = state.queues.entry(file).or_default();
+        match next {
+            Next::Again => {
+                queue.push_front(piece);
+                state.ready.push_front(file);
+            }
+            Next::At(at) => {
+                queue.push_front(piece);
+                state.waiting.push(Reverse((at, file)));
+            }
+            Next::AfterNext => {
+                queue.insert(1, piece);
+                state.ready.push_front(file);
+            }
+            Next::Split(first, second) => {
+                state
+                    .open
+                    .get_mut(&piece.batch)
+                    .expect("open batch")
+                    .open_pieces += 1;
+                queue.push_front(second);
+                queue.push_front(first);
+                state.ready.push_front(file);
+            }
+            Next::Drop => return self.resolve(state, piece.batch, file),
+        }
+        true
     }
 
     /// Halves `piece` (`isolating`: see [`Piece::isolating`]), or, for a
     /// single line, drops and counts it.
     fn split_or_drop(
         &self,
+        state: &State,
         piece: &Piece,
-        lines: &[u8],
         meta: &LogMeta,
         reason: &'static str,
         answer: &str,
         isolating: bool,
-    ) -> Outcome {
-        if let Some((first, second)) = split(piece, lines, isolating) {
+    ) -> Next {
+        let lines = state.open[&piece.batch]
+            .lines
+            .as_deref()
+            .expect("the answered piece's bytes are back");
+        if let Some((first, second)) = split(
+            piece,
+            &lines[piece.lines.clone()],
+            isolating,
+            state.successes,
+        ) {
             self.metrics.batch("split");
-            return Outcome::Split(first, second);
+            return Next::Split(first, second);
         }
         log::warn!(
             "the intake refuses a line of {}/{} ({answer}); it is dropped ({} bytes)",
             meta.intake_path,
             meta.file,
-            lines.len()
+            piece.lines.len()
         );
         self.metrics.batch("rejected");
         self.metrics.dropped(reason, 1);
-        Outcome::Dropped
+        Next::Drop
     }
 
-    /// A piece of `batch` is delivered or dropped; once all are, the batch's
-    /// chunks are acknowledged. False when the parse thread is gone.
-    fn resolve_piece(&self, state: &mut State, batch: u64) -> bool {
-        let Some(in_flight) = state.in_flight.get_mut(&batch) else {
-            return true;
-        };
-        in_flight.open_pieces -= 1;
-        if in_flight.open_pieces > 0 {
+    /// A piece of `batch` is delivered or dropped: the file's next piece
+    /// may go, and once all of the batch's are resolved its chunks are
+    /// acknowledged. False when the parse thread is gone.
+    fn resolve(&self, state: &mut State, batch: u64, file: FileKey) -> bool {
+        match state.queues.get(&file) {
+            Some(queue) if !queue.is_empty() => state.ready.push_back(file),
+            _ => {
+                state.queues.remove(&file);
+            }
+        }
+        let open = state.open.get_mut(&batch).expect("open batch");
+        open.open_pieces -= 1;
+        if open.open_pieces > 0 {
             return true;
         }
-        let done = state.in_flight.remove(&batch).expect("present above");
+        let done = state.open.remove(&batch).expect("present above");
+        self.held.release(done.bytes);
         self.acks.send(done.acks).is_ok()
     }
 
@@ -326,31 +431,70 @@ impl Uploader {
     }
 }
 
-/// Registers a new batch as one piece ready to send.
+/// The piece after `piece` in its file's queue is of the same batch (a half
+/// of the same split) and was not answered 500 yet.
+fn sibling_untried(state: &State, piece: &Piece) -> bool {
+    let file = state.open[&piece.batch].file;
+    state.queues[&file]
+        .front()
+        .is_some_and(|next| next.batch == piece.batch && next.server_errors == 0)
+}
+
+/// Registers a new batch as one piece at the end of its file's queue.
 fn take(state: &mut State, batch: Batch) {
     let id = state.next_batch;
     state.next_batch += 1;
     let len = batch.lines.len();
-    state.in_flight.insert(
+    state.open.insert(
         id,
-        InFlight {
+        Open {
+            file: batch.file,
             meta: batch.meta,
-            lines: batch.lines,
+            lines: Some(batch.lines),
+            bytes: len,
             acks: batch.acks,
             open_pieces: 1,
         },
     );
-    state.ready.push_back(Piece {
+    let queue = state.queues.entry(batch.file).or_default();
+    if queue.is_empty() {
+        state.ready.push_back(batch.file);
+    }
+    queue.push_back(Piece {
         batch: id,
         lines: 0..len,
         line_count: batch.line_count as u64,
         successes_seen: state.successes,
         isolating: false,
+        server_errors: 0,
+        backoff: Backoff::new(),
     });
 }
 
+/// When the loop must look again without an answer or a batch: the end of
+/// the hold, if something is ready, or a waiting piece's time.
+fn next_wake(state: &State) -> Option<Instant> {
+    let hold = state.hold_until.filter(|_| !state.ready.is_empty());
+    let waiting = state.waiting.peek().map(|Reverse((at, _))| *at);
+    match (hold, waiting) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Moves the files whose wait is over to the ready ones.
+fn wake_due(state: &mut State, now: Instant) {
+    while let Some(Reverse((at, file))) = state.waiting.peek().copied() {
+        if at > now {
+            break;
+        }
+        state.waiting.pop();
+        state.ready.push_back(file);
+    }
+}
+
 /// The two halves of a piece, or None for a single line.
-fn split(piece: &Piece, lines: &[u8], isolating: bool) -> Option<(Piece, Piece)> {
+fn split(piece: &Piece, lines: &[u8], isolating: bool, successes: u64) -> Option<(Piece, Piece)> {
     let (first, _) = split_in_half(lines)?;
     let cut = piece.lines.start + first.len();
     let first_count = count_lines(first);
@@ -358,8 +502,10 @@ fn split(piece: &Piece, lines: &[u8], isolating: bool) -> Option<(Piece, Piece)>
         batch: piece.batch,
         lines: range,
         line_count,
-        successes_seen: piece.successes_seen,
+        successes_seen: successes,
         isolating,
+        server_errors: 0,
+        backoff: Backoff::new(),
     };
     Some((
         half(piece.lines.start..cut, first_count),

@@ -1,0 +1,76 @@
+//! Bytes of lines held in memory between the parse thread and the intake:
+//! in batches, queued for the uploader and in flight, under one cap.
+//!
+//! The batcher adds a chunk's bytes when it takes the chunk, and takes no
+//! more chunks while the total is at the cap; the uploader releases a
+//! batch's bytes once the batch is delivered or dropped. So however many
+//! requests are in flight and however large a slow intake lets batches
+//! grow, the lines in memory stay under the cap (plus the one message the
+//! batcher is taking), and the files on disk are the buffer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+#[derive(Clone)]
+pub struct Held {
+    inner: Arc<Inner>,
+    /// Woken when bytes are released, for a batcher waiting at the cap.
+    released_tx: Sender<()>,
+    released_rx: Receiver<()>,
+}
+
+struct Inner {
+    cap: usize,
+    bytes: AtomicUsize,
+    /// Every upload slot is busy: a backlog's batches may grow (see the
+    /// batcher).
+    saturated: AtomicBool,
+}
+
+impl Held {
+    pub fn new(cap: usize) -> Held {
+        let (released_tx, released_rx) = bounded(1);
+        Held {
+            inner: Arc::new(Inner {
+                cap,
+                bytes: AtomicUsize::new(0),
+                saturated: AtomicBool::new(false),
+            }),
+            released_tx,
+            released_rx,
+        }
+    }
+
+    pub fn add(&self, bytes: usize) {
+        self.inner.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn release(&self, bytes: usize) {
+        self.inner.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        // Full means a wake-up is pending already.
+        let _ = self.released_tx.try_send(());
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.inner.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn at_cap(&self) -> bool {
+        self.bytes() >= self.inner.cap
+    }
+
+    /// Ready after bytes were released (at most one pending wake-up).
+    pub fn released(&self) -> &Receiver<()> {
+        &self.released_rx
+    }
+
+    pub fn set_saturated(&self, saturated: bool) {
+        self.inner.saturated.store(saturated, Ordering::Relaxed);
+    }
+
+    pub fn saturated(&self) -> bool {
+        self.inner.saturated.load(Ordering::Relaxed)
+    }
+}

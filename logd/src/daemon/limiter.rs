@@ -1,0 +1,193 @@
+//! How many requests may be in flight at once: an AIMD limiter in the
+//! spirit of Vector's adaptive request concurrency.
+//!
+//! The intake is tens of milliseconds away; one request at a time would
+//! leave logd waiting on round trips (Little's law: 1,000 requests a second
+//! at 50 ms need 50 in flight). But how many the intake can take is not
+//! known and changes, so it is measured, not configured:
+//!
+//! - the limit grows by one per window (a window lasts about one response
+//!   time) in which it was reached and response times stayed flat;
+//! - it is multiplied by 0.9 after a window whose mean response time climbed
+//!   well above the long-run mean (the intake queues our requests);
+//! - it is halved by every sign of overload: 429, 502, 503, 504, a timeout
+//!   or a connection error. Every request in flight when the intake is
+//!   overloaded answers so, which brings the limit to 1 within one round
+//!   trip.
+//!
+//! No clock of its own: the caller says when a response came.
+
+use std::time::{Duration, Instant};
+
+/// A window lasts at least this long: on loopback, response times are
+/// tens of microseconds and too noisy to judge one at a time.
+const MIN_WINDOW: Duration = Duration::from_millis(10);
+/// A window's mean response time "climbed" above this many times the
+/// long-run mean...
+const CLIMB_RATIO: f64 = 1.5;
+/// ...plus this much (scheduling noise on a busy node is milliseconds).
+const CLIMB_SLACK: f64 = 0.005;
+/// Weight of a window's mean in the long-run mean.
+const EWMA_WEIGHT: f64 = 0.1;
+/// Multiplicative decrease when response times climb.
+const CLIMB_DECREASE: f64 = 0.9;
+
+#[derive(Debug)]
+pub struct Limiter {
+    max: usize,
+    limit: usize,
+    /// Long-run mean response time, in seconds, over windows.
+    past: Option<f64>,
+    window: Window,
+}
+
+#[derive(Debug)]
+struct Window {
+    started: Instant,
+    sum: f64,
+    count: u32,
+    /// The limit was reached by a request sent in this window: demand is
+    /// there, so a higher limit would be used.
+    reached: bool,
+}
+
+impl Window {
+    fn new(now: Instant) -> Window {
+        Window {
+            started: now,
+            sum: 0.0,
+            count: 0,
+            reached: false,
+        }
+    }
+}
+
+impl Limiter {
+    /// Starts at one request in flight; never above `max` (at least 1).
+    pub fn new(max: usize, now: Instant) -> Limiter {
+        Limiter {
+            max: max.max(1),
+            limit: 1,
+            past: None,
+            window: Window::new(now),
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A request was sent; `in_flight` counts it.
+    pub fn on_send(&mut self, in_flight: usize) {
+        if in_flight >= self.limit {
+            self.window.reached = true;
+        }
+    }
+
+    /// The intake answered (any status but those of [`Limiter::on_overload`])
+    /// after `took`.
+    pub fn on_response(&mut self, took: Duration, now: Instant) {
+        self.window.sum += took.as_secs_f64();
+        self.window.count += 1;
+        let length = self
+            .past
+            .map_or(MIN_WINDOW, Duration::from_secs_f64)
+            .max(MIN_WINDOW);
+        if now.saturating_duration_since(self.window.started) >= length {
+            self.close_window(now);
+        }
+    }
+
+    /// 429, 502, 503, 504, a timeout or a connection error.
+    pub fn on_overload(&mut self, now: Instant) {
+        self.limit = (self.limit / 2).max(1);
+        self.window = Window::new(now);
+    }
+
+    fn close_window(&mut self, now: Instant) {
+        let mean = self.window.sum / f64::from(self.window.count);
+        match self.past {
+            Some(past) if mean > past * CLIMB_RATIO + CLIMB_SLACK => {
+                self.limit = ((self.limit as f64 * CLIMB_DECREASE) as usize).max(1);
+            }
+            _ if self.window.reached => self.limit = (self.limit + 1).min(self.max),
+            _ => {}
+        }
+        self.past = Some(match self.past {
+            Some(past) => past + EWMA_WEIGHT * (mean - past),
+            None => mean,
+        });
+        self.window = Window::new(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RTT: Duration = Duration::from_millis(50);
+
+    /// Runs `rounds` windows with `demand` requests wanted at once, each
+    /// answered after `rtt`; returns the limit after each window.
+    fn run(limiter: &mut Limiter, now: &mut Instant, demand: usize, rtt: Duration, rounds: usize) {
+        for _ in 0..rounds {
+            let sent = demand.min(limiter.limit());
+            for i in 1..=sent {
+                limiter.on_send(i);
+            }
+            *now += rtt;
+            for _ in 0..sent {
+                limiter.on_response(rtt, *now);
+            }
+        }
+    }
+
+    #[test]
+    fn grows_while_response_times_stay_flat_and_demand_is_there() {
+        let mut now = Instant::now();
+        let mut l = Limiter::new(64, now);
+        run(&mut l, &mut now, 50, RTT, 100);
+        // One above the demand: reaching the limit is what makes it grow.
+        assert_eq!(l.limit(), 51, "it reached what the demand needs");
+        run(&mut l, &mut now, 50, RTT, 100);
+        assert_eq!(l.limit(), 51, "no growth beyond the demand");
+    }
+
+    #[test]
+    fn never_grows_past_its_cap() {
+        let mut now = Instant::now();
+        let mut l = Limiter::new(8, now);
+        run(&mut l, &mut now, 100, RTT, 100);
+        assert_eq!(l.limit(), 8);
+    }
+
+    #[test]
+    fn overload_halves_it_down_to_one() {
+        let mut now = Instant::now();
+        let mut l = Limiter::new(64, now);
+        run(&mut l, &mut now, 40, RTT, 60);
+        assert_eq!(l.limit(), 41);
+        l.on_overload(now);
+        assert_eq!(l.limit(), 20);
+        // Every request in flight answers 429: the limit falls to 1.
+        for _ in 0..19 {
+            l.on_overload(now);
+        }
+        assert_eq!(l.limit(), 1);
+    }
+
+    #[test]
+    fn climbing_response_times_shrink_it_then_it_grows_at_the_new_level() {
+        let mut now = Instant::now();
+        let mut l = Limiter::new(64, now);
+        run(&mut l, &mut now, 30, Duration::from_millis(5), 200);
+        assert_eq!(l.limit(), 31);
+        let slow = Duration::from_millis(500);
+        run(&mut l, &mut now, 30, slow, 3);
+        let lowest = l.limit();
+        assert!(lowest < 31, "the limit did not follow the climb: {lowest}");
+        // The slower level becomes the norm, and the limit grows again.
+        run(&mut l, &mut now, 30, slow, 200);
+        assert_eq!(l.limit(), 31);
+    }
+}
