@@ -103,13 +103,14 @@ fn sigkill_mid_stream_then_restart_loses_nothing_and_repeats_only_what_was_past_
     // The bound of SPEC §3, from the configuration: only lines delivered
     // before the kill and not yet in the saved checkpoint are sent again
     // (lines read but not delivered, in the queues, were never delivered).
-    // Those are the batch whose acknowledgement was under way (at most
-    // LOGD_BATCH_MAX_BYTES) and the lines acknowledged since the last
-    // checkpoint write, one interval (1 s) at the writers' pace; doubled
-    // for a loaded machine's late checkpoint.
+    // Those are the batches whose acknowledgement was under way (at most
+    // one per file in flight, each at most LOGD_BATCH_MAX_BYTES) and the
+    // lines acknowledged since the last checkpoint write, one interval
+    // (1 s) at the writers' pace; doubled for a loaded machine's late
+    // checkpoint.
     let line_len = cri_line("c0-00000").len();
     let per_second = CONTAINERS * BLOCK * 1000 / PAUSE.as_millis() as usize;
-    let bound = BATCH_MAX_BYTES / line_len + 2 * per_second;
+    let bound = CONTAINERS * BATCH_MAX_BYTES / line_len + 2 * per_second;
     eprintln!(
         "SIGKILL: {} of {} lines sent again (bound {bound})",
         tally.duplicates(),
