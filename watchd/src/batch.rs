@@ -1,12 +1,11 @@
-//! Groups serialized records into JSON-array batches, one per route
-//! (SPEC §1, §2 `WATCHD_BATCH_MAX_BYTES`, `WATCHD_BATCH_LINGER_MS`).
+//! Groups one route's serialized records into JSON-array batches (SPEC §1,
+//! §2 `WATCHD_BATCH_MAX_BYTES`, `WATCHD_BATCH_LINGER_MS`).
 //!
 //! A batch is flushed when the next record would take it over the size
 //! limit, or when its oldest record has waited the linger time. A record
 //! too large for any request (the intake reads at most 1 MiB of body) is
 //! refused; one larger than the limit but within 1 MiB goes alone.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::resources::Route;
@@ -70,34 +69,35 @@ pub struct TooLarge {
     pub bytes: usize,
 }
 
-/// Per-route batches in the making.
+/// The batch in the making of one route.
 #[derive(Debug)]
 pub struct Batcher {
+    route: Route,
     max_bytes: usize,
     linger: Duration,
-    pending: HashMap<Route, Pending>,
+    pending: Option<Pending>,
 }
 
 impl Batcher {
-    /// Batches of at most `max_bytes` of body (capped at
+    /// Batches to `route` of at most `max_bytes` of body (capped at
     /// [`INTAKE_JSON_LIMIT`]), flushed after `linger`.
-    pub fn new(max_bytes: usize, linger: Duration) -> Self {
+    pub fn new(route: Route, max_bytes: usize, linger: Duration) -> Self {
         Batcher {
+            route,
             max_bytes: max_bytes.clamp(64, INTAKE_JSON_LIMIT),
             linger,
-            pending: HashMap::new(),
+            pending: None,
         }
     }
 
-    /// Adds a record; returns the batches to send now (the route's batch it
-    /// did not fit in, and/or the record alone when it exceeds the size
-    /// limit), in order.
-    pub fn push(
-        &mut self,
-        route: Route,
-        record: Vec<u8>,
-        now: Instant,
-    ) -> Result<Vec<Batch>, TooLarge> {
+    pub fn route(&self) -> Route {
+        self.route
+    }
+
+    /// Adds a record; returns the batches to send now (the batch it did not
+    /// fit in, and/or the record alone when it exceeds the size limit), in
+    /// order.
+    pub fn push(&mut self, record: Vec<u8>, now: Instant) -> Result<Vec<Batch>, TooLarge> {
         let alone = record.len() + 2;
         if alone > INTAKE_JSON_LIMIT {
             return Err(TooLarge {
@@ -105,19 +105,16 @@ impl Batcher {
             });
         }
         let mut ready = Vec::new();
-        if let Some(p) = self.pending.get(&route)
+        if let Some(p) = &self.pending
             && p.bytes + 1 + record.len() > self.max_bytes
         {
-            ready.extend(self.take(route));
+            ready.extend(self.drain());
         }
         if alone > self.max_bytes {
-            ready.push(Batch {
-                route,
-                records: vec![record],
-            });
+            ready.push(self.batch(vec![record]));
             return Ok(ready);
         }
-        let p = self.pending.entry(route).or_insert_with(|| Pending {
+        let p = self.pending.get_or_insert_with(|| Pending {
             records: Vec::new(),
             bytes: 1,
             since: now,
@@ -127,39 +124,33 @@ impl Batcher {
         Ok(ready)
     }
 
-    /// Batches whose oldest record has waited `linger` or more.
-    pub fn due(&mut self, now: Instant) -> Vec<Batch> {
-        let due: Vec<Route> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| now.duration_since(p.since) >= self.linger)
-            .map(|(r, _)| *r)
-            .collect();
-        due.into_iter().filter_map(|r| self.take(r)).collect()
+    /// The batch, if its oldest record has waited `linger` or more.
+    pub fn due(&mut self, now: Instant) -> Option<Batch> {
+        let due = self.next_deadline().is_some_and(|deadline| now >= deadline);
+        if due { self.drain() } else { None }
     }
 
-    /// When the next batch becomes due, if any is pending.
+    /// When the batch becomes due, if one is pending.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending.values().map(|p| p.since + self.linger).min()
+        self.pending.as_ref().map(|p| p.since + self.linger)
     }
 
-    /// Every pending batch (shutdown).
-    pub fn drain(&mut self) -> Vec<Batch> {
-        let routes: Vec<Route> = self.pending.keys().copied().collect();
-        routes.into_iter().filter_map(|r| self.take(r)).collect()
+    /// The pending batch, due or not.
+    pub fn drain(&mut self) -> Option<Batch> {
+        let p = self.pending.take()?;
+        Some(self.batch(p.records))
     }
 
-    /// Records waiting, over all routes.
+    /// Records waiting.
     pub fn pending_records(&self) -> usize {
-        self.pending.values().map(|p| p.records.len()).sum()
+        self.pending.as_ref().map_or(0, |p| p.records.len())
     }
 
-    fn take(&mut self, route: Route) -> Option<Batch> {
-        let p = self.pending.remove(&route)?;
-        Some(Batch {
-            route,
-            records: p.records,
-        })
+    fn batch(&self, records: Vec<Vec<u8>>) -> Batch {
+        Batch {
+            route: self.route,
+            records,
+        }
     }
 }
 
@@ -177,11 +168,11 @@ mod tests {
 
     #[test]
     fn flushes_before_exceeding_the_size_and_bodies_stay_under_it() {
-        let mut b = Batcher::new(100, Duration::from_secs(1));
+        let mut b = Batcher::new(Route::Events, 100, Duration::from_secs(1));
         let now = Instant::now();
         let mut sent = Vec::new();
         for _ in 0..10 {
-            sent.extend(b.push(Route::Resources, rec(30), now).expect("fits"));
+            sent.extend(b.push(rec(30), now).expect("fits"));
         }
         sent.extend(b.drain());
         let total: usize = sent.iter().map(|s| s.records.len()).sum();
@@ -197,57 +188,37 @@ mod tests {
     }
 
     #[test]
-    fn routes_batch_separately() {
-        let mut b = Batcher::new(1000, Duration::from_secs(1));
-        let now = Instant::now();
-        b.push(Route::Resources, rec(10), now).expect("fits");
-        b.push(Route::Events, rec(10), now).expect("fits");
-        b.push(Route::Resources, rec(10), now).expect("fits");
-        let mut all = b.drain();
-        all.sort_by_key(|batch| batch.route.name());
-        assert_eq!(all.len(), 2);
-        assert_eq!(all[0].route, Route::Events);
-        assert_eq!(all[1].route, Route::Resources);
-        assert_eq!(all[1].records.len(), 2);
-    }
-
-    #[test]
     fn linger_makes_batches_due() {
-        let mut b = Batcher::new(1000, Duration::from_millis(500));
+        let mut b = Batcher::new(Route::Events, 1000, Duration::from_millis(500));
         let t0 = Instant::now();
         assert_eq!(b.next_deadline(), None);
-        b.push(Route::Events, rec(10), t0).expect("fits");
-        b.push(Route::Events, rec(10), t0 + Duration::from_millis(300))
+        b.push(rec(10), t0).expect("fits");
+        b.push(rec(10), t0 + Duration::from_millis(300))
             .expect("fits");
         assert_eq!(b.next_deadline(), Some(t0 + Duration::from_millis(500)));
-        assert!(b.due(t0 + Duration::from_millis(499)).is_empty());
-        let due = b.due(t0 + Duration::from_millis(500));
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].records.len(), 2);
+        assert_eq!(b.due(t0 + Duration::from_millis(499)), None);
+        let due = b.due(t0 + Duration::from_millis(500)).expect("due");
+        assert_eq!(due.route, Route::Events);
+        assert_eq!(due.records.len(), 2);
         assert_eq!(b.pending_records(), 0);
     }
 
     #[test]
     fn oversized_records_go_alone_or_are_refused() {
-        let mut b = Batcher::new(100, Duration::from_secs(1));
+        let mut b = Batcher::new(Route::Events, 100, Duration::from_secs(1));
         let now = Instant::now();
-        b.push(Route::Resources, rec(10), now).expect("fits");
-        let out = b
-            .push(Route::Resources, rec(500), now)
-            .expect("within 1 MiB");
+        b.push(rec(10), now).expect("fits");
+        let out = b.push(rec(500), now).expect("within 1 MiB");
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].records, [rec(10)]);
         assert_eq!(out[1].records, [rec(500)]);
         assert_eq!(
-            b.push(Route::Resources, rec(INTAKE_JSON_LIMIT), now),
+            b.push(rec(INTAKE_JSON_LIMIT), now),
             Err(TooLarge {
                 bytes: INTAKE_JSON_LIMIT
             })
         );
-        assert!(
-            b.push(Route::Resources, rec(INTAKE_JSON_LIMIT - 2), now)
-                .is_ok()
-        );
+        assert!(b.push(rec(INTAKE_JSON_LIMIT - 2), now).is_ok());
     }
 
     #[test]

@@ -1,16 +1,21 @@
 //! watchd's configuration and the wiring of its threads (SPEC §2, §4).
 //!
 //! ```text
-//! API server ─▶ watchd-kube ─(tokio mpsc, bounded)─▶ watchd-process ─(crossbeam, bounded)─▶ watchd-upload ─▶ sink
+//!                                                                    ┌─▶ watchd-up-res ─▶ /resources
+//! API server ─▶ watchd-kube ─(tokio mpsc, bounded)─▶ watchd-process ─┼─▶ watchd-up-cr  ─▶ /customresources
+//!                                                  (crossbeam lanes) └─▶ watchd-up-ev  ─▶ /events
 //! ```
 //!
 //! Shutdown (SIGTERM/SIGINT): the watchers stop, which closes the channel
-//! to the process thread, which ends and closes the channel to the upload
-//! thread, which sends what is batched and ends. The whole drain is bounded
+//! to the process thread, which ends and closes the lanes to the upload
+//! threads, which send what is batched and end. The whole drain is bounded
 //! by `HIK8S_SHUTDOWN_GRACE_SECS`.
 
-use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use shared::config::{Config, ConfigError, OrExit, VarSpec};
 use shared::health::Health;
@@ -19,9 +24,10 @@ use shared::shutdown::Shutdown;
 use shared::sink::Sink;
 
 use crate::batch::{Batcher, INTAKE_JSON_LIMIT};
-use crate::kube_thread::{KubeSettings, KubeThread, WatchMsg};
+use crate::kube_thread::{KubeSettings, KubeThread};
+use crate::lanes::{self, Credited, PerRoute, Records};
 use crate::metrics::Metrics;
-use crate::process::{Processor, Record};
+use crate::process::Processor;
 use crate::resources::{Target, default_targets, parse_exclude, parse_resources};
 use crate::status::WatchStatus;
 use crate::upload::{self, Uploader};
@@ -29,8 +35,9 @@ use crate::upload::{self, Uploader};
 /// Watch events in flight between the kube and process threads. Small:
 /// under backpressure the watchers wait, the API server is the buffer.
 const EVENT_CHANNEL: usize = 64;
-/// Serialized records in flight between the process and upload threads.
-const RECORD_CHANNEL: usize = 256;
+/// Messages (mostly one record each) in flight to each upload thread, and
+/// the credits of each route ([`crate::lanes`]).
+const LANE: usize = 256;
 
 /// watchd's own variables.
 pub const VARS: &[VarSpec] = &[
@@ -106,36 +113,24 @@ pub fn run() -> i32 {
     let health = Health::new();
     let status = WatchStatus::new(health.clone(), metrics.clone());
 
-    let (event_tx, event_rx) = tokio::sync::mpsc::channel::<WatchMsg>(EVENT_CHANNEL);
-    let (record_tx, record_rx) = crossbeam_channel::bounded::<Record>(RECORD_CHANNEL);
+    let channels = lanes::channels(EVENT_CHANNEL, LANE);
     let give_up = Shutdown::new();
-
-    let batcher = Batcher::new(settings.batch_max_bytes, settings.linger);
-    let (upload_done_tx, upload_done) = crossbeam_channel::bounded::<()>(1);
-    let upload_thread = {
-        let (metrics, health, give_up) = (metrics.clone(), health.clone(), give_up.clone());
-        thread::Builder::new()
-            .name("watchd-upload".into())
-            .spawn(move || {
-                let _alive = health.watch_thread("watchd-upload");
-                let uploader = Uploader::new(&sink, metrics.clone(), give_up);
-                if let Err(gave_up) = upload::run(record_rx, batcher, uploader, &metrics) {
-                    log::warn!(
-                        "shutdown grace period over: {} records were not delivered",
-                        gave_up.records
-                    );
-                }
-                drop(upload_done_tx);
-            })
-            .expect("spawning watchd-upload")
-    };
+    let uploads = Uploads::start(
+        channels.lanes_rx,
+        Arc::new(sink),
+        &settings,
+        &metrics,
+        &health,
+        &give_up,
+    );
     let process_thread = {
-        let (metrics, health) = (metrics.clone(), health.clone());
+        let (metrics, health, lanes) = (metrics.clone(), health.clone(), channels.lanes);
+        let events = channels.events_rx;
         thread::Builder::new()
             .name("watchd-process".into())
             .spawn(move || {
                 let _alive = health.watch_thread("watchd-process");
-                process_loop(event_rx, record_tx, metrics)
+                process_loop(events, lanes, metrics)
             })
             .expect("spawning watchd-process")
     };
@@ -144,7 +139,7 @@ pub fn run() -> i32 {
             targets: settings.targets,
             exclude: settings.exclude,
         },
-        event_tx,
+        channels.events,
         status,
         metrics,
     );
@@ -167,39 +162,109 @@ pub fn run() -> i32 {
     };
 
     shutdown.wait();
-    let deadline = std::time::Instant::now() + grace;
+    let deadline = Instant::now() + grace;
     // The watchers stop, which closes the channels one after the other:
-    // process, then upload, which sends what is batched.
+    // process, then the lanes, and each upload thread sends what is batched.
     kube.stop();
     kube.join();
-    // Nothing is ever sent: the channel disconnects when the upload ends.
-    if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = upload_done.recv_deadline(deadline) {
-        give_up.trigger();
-    }
-    let _ = upload_thread.join();
+    uploads.join(deadline, &give_up);
     let _ = process_thread.join();
     log::info!("stopped");
     0
 }
 
-/// The process thread: watch events in, records out, until the kube thread
-/// is gone (or the upload thread, at the end of a shutdown).
+/// The upload threads, one per route.
+struct Uploads {
+    threads: Vec<JoinHandle<()>>,
+    /// Nothing is ever sent: it disconnects when every upload thread ended.
+    done: Receiver<()>,
+}
+
+impl Uploads {
+    fn start(
+        lanes: PerRoute<Receiver<Records>>,
+        sink: Arc<Sink>,
+        settings: &Settings,
+        metrics: &Metrics,
+        health: &Health,
+        give_up: &Shutdown,
+    ) -> Uploads {
+        let (done_tx, done) = crossbeam_channel::bounded::<()>(1);
+        let threads = lanes
+            .into_iter()
+            .map(|(route, lane)| {
+                let batcher = Batcher::new(route, settings.batch_max_bytes, settings.linger);
+                let (sink, metrics, health) = (sink.clone(), metrics.clone(), health.clone());
+                let (give_up, done_tx) = (give_up.clone(), done_tx.clone());
+                let name = upload::thread_name(route);
+                thread::Builder::new()
+                    .name(name.into())
+                    .spawn(move || {
+                        let _alive = health.watch_thread(name);
+                        let _done = done_tx;
+                        upload_route(lane, batcher, &sink, metrics, give_up);
+                    })
+                    .unwrap_or_else(|e| panic!("spawning {name}: {e}"))
+            })
+            .collect();
+        Uploads { threads, done }
+    }
+
+    /// Waits for every upload thread to send what is batched; at `deadline`
+    /// tells those still sending to give up.
+    fn join(self, deadline: Instant, give_up: &Shutdown) {
+        if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = self.done.recv_deadline(deadline)
+        {
+            give_up.trigger();
+        }
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// An upload thread: one route's records in, requests out, until its lane
+/// closes and what is batched is sent (or the grace period is over).
+fn upload_route(
+    lane: Receiver<Records>,
+    batcher: Batcher,
+    sink: &Sink,
+    metrics: Metrics,
+    give_up: Shutdown,
+) {
+    let route = batcher.route();
+    let uploader = Uploader::new(sink, metrics.clone(), give_up);
+    if let Err(gave_up) = upload::run(lane, batcher, uploader, &metrics) {
+        log::warn!(
+            "shutdown grace period over: {} records to /{route} were not delivered",
+            gave_up.records
+        );
+    }
+}
+
+/// The process thread: watch events in, records out to their route's lane,
+/// until the kube thread is gone (or an upload thread, at the end of a
+/// shutdown).
 fn process_loop(
-    mut events: tokio::sync::mpsc::Receiver<WatchMsg>,
-    records: crossbeam_channel::Sender<Record>,
+    mut events: tokio::sync::mpsc::Receiver<Credited>,
+    lanes: PerRoute<Sender<Records>>,
     metrics: Metrics,
 ) {
     let mut processor = Processor::new(metrics);
-    while let Some(msg) = events.blocking_recv() {
+    while let Some(Credited { msg, credit }) = events.blocking_recv() {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default();
-        let mut closed = false;
-        processor.handle(msg, now, &mut |record| {
-            closed |= records.send(record).is_err();
-        });
-        if closed {
+        // A message's records are all of its target's route.
+        let route = msg.target().route;
+        let mut records = Vec::new();
+        processor.handle(msg, now, &mut |record| records.push(record.bytes));
+        if records.is_empty() {
+            continue;
+        }
+        // Never waits: the credit is room in the lane.
+        if lanes.get(route).send(Records { records, credit }).is_err() {
             return;
         }
     }

@@ -3,9 +3,11 @@
 //! It runs a current-thread tokio runtime with one `kube` watcher task per
 //! resource, plus the CRD watcher ([`crate::crds`]) that starts and stops
 //! the watchers of custom resources. Every watch event goes to the
-//! `watchd-process` thread over a bounded `tokio::sync::mpsc` channel: a
-//! task awaits room when it is full (backpressure reaches the API server
-//! reads, nothing is dropped, and no timer of another watcher is frozen).
+//! `watchd-process` thread over a bounded `tokio::sync::mpsc` channel, with
+//! a credit of its route ([`crate::lanes`]): a task awaits a credit and room
+//! when there is none (backpressure reaches the API server reads, nothing is
+//! dropped, no timer of another watcher is frozen, and a route the intake
+//! does not take holds back only its own watchers).
 //!
 //! Architecture invariant: nothing in this module blocks the runtime; all
 //! CPU work on objects (stripping, hashing, serializing) happens on the
@@ -19,8 +21,9 @@ use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher;
 use shared::retry::Backoff;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
+use crate::lanes::EventSender;
 use crate::metrics::Metrics;
 use crate::rbac;
 use crate::resources::Target;
@@ -66,6 +69,18 @@ pub enum WatchMsg {
     Stopped(Arc<Target>),
 }
 
+impl WatchMsg {
+    /// The resource the message is about (its route is the records' route).
+    pub fn target(&self) -> &Arc<Target> {
+        match self {
+            WatchMsg::ListStarted(target)
+            | WatchMsg::Object { target, .. }
+            | WatchMsg::ListDone(target)
+            | WatchMsg::Stopped(target) => target,
+        }
+    }
+}
+
 /// What the kube thread needs.
 pub struct KubeSettings {
     /// Built-in resources to watch.
@@ -87,7 +102,7 @@ impl KubeThread {
     /// cannot start or no Kubernetes credentials are found.
     pub fn start(
         settings: KubeSettings,
-        tx: mpsc::Sender<WatchMsg>,
+        tx: EventSender,
         status: WatchStatus,
         metrics: Metrics,
     ) -> Result<KubeThread, String> {
@@ -164,7 +179,7 @@ async fn client() -> Result<kube::Client, String> {
 async fn run(
     client: kube::Client,
     settings: KubeSettings,
-    tx: mpsc::Sender<WatchMsg>,
+    tx: EventSender,
     status: WatchStatus,
     metrics: Metrics,
     mut stop: watch::Receiver<bool>,
@@ -199,7 +214,7 @@ async fn run(
 #[derive(Clone)]
 pub struct WatcherCtx {
     pub client: kube::Client,
-    pub tx: mpsc::Sender<WatchMsg>,
+    pub tx: EventSender,
     pub status: WatchStatus,
     pub metrics: Metrics,
 }

@@ -4,14 +4,16 @@
 //!
 //! Threads: `watchd-kube` (the only async code: a current-thread tokio
 //! runtime running kube's watchers), `watchd-process` (strip, fingerprint,
-//! relist diff, serialize), `watchd-upload` (batch and post with ureq),
-//! `watchd-metrics`, `watchd-signal`.
+//! relist diff, serialize), one upload thread per route, `watchd-up-res`,
+//! `watchd-up-cr` and `watchd-up-ev` (batch and post with ureq; see
+//! [`lanes`]), `watchd-metrics`, `watchd-signal`.
 
 pub mod batch;
 pub mod crds;
 pub mod daemon;
 pub mod fingerprint;
 pub mod kube_thread;
+pub mod lanes;
 pub mod metrics;
 pub mod process;
 pub mod rbac;

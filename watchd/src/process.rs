@@ -4,7 +4,7 @@
 //! For each object: fill in `apiVersion`/`kind` (list items lack them),
 //! strip, fingerprint, decide with the watcher's [`Known`] set whether it
 //! makes a record, and serialize the record. Pure code: the thread around
-//! it only moves messages ([`crate::pipeline`]).
+//! it only moves messages ([`crate::daemon`]).
 
 use std::collections::HashMap;
 

@@ -1,14 +1,19 @@
-//! The `watchd-upload` thread: batches records per route and sends them
-//! (SPEC §1, §3 "Failures", §4).
+//! The upload threads, one per route: each batches its route's records and
+//! sends them (SPEC §1, §3 "Failures", §4).
+//!
+//! A route has its own thread, batcher and backoff, so a route the intake
+//! is slow on or fails waits alone ([`crate::lanes`]); within a route one
+//! request is in flight at a time, so records arrive in the order they were
+//! made (an `apply` never overtakes the `delete` after it).
 //!
 //! Connection errors, timeouts, 429 and 5xx are retried for ever with the
-//! shared backoff, while the channel behind fills up and the watchers wait:
+//! shared backoff, while the route's lane fills up and its watchers wait:
 //! memory stays bounded. A 413 or another 4xx splits the batch until the
 //! offending record is alone; that record is logged and dropped. The
 //! backend answers a malformed record with 500, not 400: a batch answered
 //! 500 [`REPEATED_500`] times in a row is split the same way, and a single
-//! record is dropped for it only if other requests succeeded meanwhile (an
-//! intake that fails everything is an outage: wait).
+//! record is dropped for it only if other requests of the route succeeded
+//! meanwhile (a route that fails everything is an outage: wait).
 
 use std::time::Instant;
 
@@ -20,20 +25,34 @@ use shared::shutdown::Shutdown;
 use shared::sink::Sink;
 
 use crate::batch::{Batch, Batcher};
+use crate::lanes::Records;
 use crate::metrics::Metrics;
-use crate::process::Record;
+use crate::resources::Route;
 
 /// Consecutive 500s after which a batch is split to find a bad record.
 pub const REPEATED_500: u32 = 4;
 
-/// Sends batches through a sink, splitting what the intake refuses.
+/// The name of `route`'s upload thread. Linux keeps 15 bytes of a thread
+/// name (`top -H`, `perf`), so `watchd-upload-resources` would show as
+/// `watchd-upload-r`: hence the short names.
+pub fn thread_name(route: Route) -> &'static str {
+    match route {
+        Route::Resources => "watchd-up-res",
+        Route::CustomResources => "watchd-up-cr",
+        Route::Events => "watchd-up-ev",
+    }
+}
+
+/// Sends one route's batches through a sink, splitting what the intake
+/// refuses.
 pub struct Uploader<'a> {
     sink: &'a Sink,
     metrics: Metrics,
     /// Triggered when the shutdown grace period is over: stop retrying.
     give_up: Shutdown,
     backoff: Backoff,
-    /// Requests acknowledged so far: tells a bad record from an outage.
+    /// Requests of this route acknowledged so far: tells a bad record from
+    /// an outage of the route.
     delivered: u64,
 }
 
@@ -184,39 +203,32 @@ fn describe(body: &[u8]) -> String {
     )
 }
 
-/// The upload loop: takes records until the channel closes, flushing
-/// batches when full or lingering, then sends what is left and returns.
+/// The upload loop of one route: takes records from its lane until the
+/// lane closes, flushing batches when full or lingering, then sends what is
+/// left and returns.
 pub fn run(
-    records: Receiver<Record>,
+    lane: Receiver<Records>,
     mut batcher: Batcher,
     mut uploader: Uploader<'_>,
     metrics: &Metrics,
 ) -> Result<(), GaveUp> {
     loop {
         let next = match batcher.next_deadline() {
-            Some(deadline) => records.recv_deadline(deadline),
-            None => records.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(deadline) => lane.recv_deadline(deadline),
+            None => lane.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         let now = Instant::now();
         let mut ready = Vec::new();
         match next {
-            Ok(record) => match batcher.push(record.route, record.bytes, now) {
-                Ok(full) => ready.extend(full),
-                Err(too_large) => {
-                    log::error!(
-                        "a {} record of {} bytes is larger than any request the intake takes (1 MiB), dropped",
-                        record.route,
-                        too_large.bytes
-                    );
-                    metrics
-                        .records_dropped
-                        .get_or_create(&[("reason", "too_large")])
-                        .inc();
+            // The message's credit goes back as it is dropped here.
+            Ok(message) => {
+                for record in message.records {
+                    ready.extend(push(&mut batcher, record, now, metrics));
                 }
-            },
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                for batch in batcher.drain() {
+                if let Some(batch) = batcher.drain() {
                     uploader.send(batch)?;
                 }
                 return Ok(());
@@ -227,4 +239,21 @@ pub fn run(
             uploader.send(batch)?;
         }
     }
+}
+
+/// Adds a record to the batch; returns the batches to send now. A record
+/// no request can carry is logged, counted and dropped.
+fn push(batcher: &mut Batcher, record: Vec<u8>, now: Instant, metrics: &Metrics) -> Vec<Batch> {
+    batcher.push(record, now).unwrap_or_else(|too_large| {
+        log::error!(
+            "a {} record of {} bytes is larger than any request the intake takes (1 MiB), dropped",
+            batcher.route(),
+            too_large.bytes
+        );
+        metrics
+            .records_dropped
+            .get_or_create(&[("reason", "too_large")])
+            .inc();
+        Vec::new()
+    })
 }

@@ -77,8 +77,8 @@ fn during_an_intake_outage_the_watchers_wait_and_memory_stays_bounded() {
     };
     let pages_during_outage = pages();
     let rss_during_outage = watchd.peak_rss_kib();
-    // Bounded buffering (SPEC §4): a channel of 64 events, 256 records and
-    // a batch per route; the rest waits in the API server.
+    // Bounded buffering (SPEC §4): a channel of 64 events, and per route a
+    // lane of 256 records and a batch; the rest waits in the API server.
     assert!(
         pages_during_outage <= 4,
         "{pages_during_outage} list pages of {} fetched while nothing could be sent",

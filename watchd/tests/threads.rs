@@ -28,7 +28,10 @@ fn every_thread_has_a_watchd_name() {
     for expected in [
         "watchd-kube",
         "watchd-process",
-        "watchd-upload",
+        // One upload thread per route, short enough for Linux's 15 bytes.
+        "watchd-up-res",
+        "watchd-up-cr",
+        "watchd-up-ev",
         "watchd-metrics",
         "watchd-signal",
     ] {
