@@ -6,7 +6,7 @@ mod common;
 
 use std::net::TcpListener;
 
-use common::daemon::{Env, run_to_exit};
+use common::daemon::{Env, Logd, run_to_exit};
 use common::pods::Node;
 use testkit::intake::Intake;
 
@@ -111,6 +111,18 @@ fn every_configuration_error_exits_2_naming_the_variable() {
             local.clone().set("LOGD_BATCH_LINGER_MS", "soon"),
         ),
         (
+            "LOGD_UPLOAD_CONCURRENCY",
+            to_intake.clone().set("LOGD_UPLOAD_CONCURRENCY", "0"),
+        ),
+        (
+            "LOGD_UPLOAD_CONCURRENCY",
+            to_intake.clone().set("LOGD_UPLOAD_CONCURRENCY", "many"),
+        ),
+        (
+            "LOGD_UPLOAD_CONCURRENCY",
+            to_intake.clone().set("LOGD_UPLOAD_CONCURRENCY", "100000"),
+        ),
+        (
             "LOGD_MAX_LINE_BYTES",
             local.clone().set("LOGD_MAX_LINE_BYTES", "10"),
         ),
@@ -181,6 +193,7 @@ fn help_lists_every_variable_of_logd() {
         "LOGD_READ_FROM",
         "LOGD_BATCH_MAX_BYTES",
         "LOGD_BATCH_LINGER_MS",
+        "LOGD_UPLOAD_CONCURRENCY",
         "LOGD_MAX_LINE_BYTES",
         "LOGD_EXCLUDE_NAMESPACES",
         "LOGD_EXCLUDE_POD_UID",
@@ -195,4 +208,20 @@ fn help_lists_every_variable_of_logd() {
     }
     // The test-only knob stays out of the help.
     assert!(!stdout.contains("LOGD_TEST_MAX_INOTIFY_WATCHES"));
+}
+
+#[test]
+fn a_line_cap_above_what_the_intake_takes_is_lowered_and_said_once_at_start() {
+    let node = Node::new();
+    let intake = Intake::start();
+    let env = Env::new(&node, &intake).set("LOGD_MAX_LINE_BYTES", "65536");
+    let logd = Logd::start(&node, &env);
+    let stderr = logd.stderr();
+    let said = stderr
+        .lines()
+        .filter(|l| {
+            l.contains("WARN") && l.contains("LOGD_MAX_LINE_BYTES=65536 is lowered to 30720")
+        })
+        .count();
+    assert_eq!(said, 1, "not said once at start:\n{stderr}");
 }

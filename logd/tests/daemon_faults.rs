@@ -86,19 +86,8 @@ fn an_outage_then_errors_and_throttling_lose_nothing_and_memory_stays_bounded() 
         retry_after_secs: Some(1),
         ..Faults::default()
     });
-    let sampler_done = std::sync::atomic::AtomicBool::new(false);
-    let drain_peak = std::thread::scope(|scope| {
-        let sampler = scope.spawn(|| {
-            let mut peak = 0;
-            while !sampler_done.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(logd.rss_kib());
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            peak
-        });
+    let drain_peak = logd.peak_rss_during(|| {
         wait_for_all(&intake, &expected, Duration::from_secs(120));
-        sampler_done.store(true, std::sync::atomic::Ordering::Relaxed);
-        sampler.join().expect("sampler thread")
     });
     logd.wait_idle(SOON);
     assert_each_once(&expected, &messages(&intake));

@@ -243,19 +243,8 @@ fn an_outage_with_a_thousand_files_then_recovery_delivers_everything_in_bounded_
     }
     intake.set_refusing(false);
     intake.set_faults(latency(50));
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let drain_peak = std::thread::scope(|scope| {
-        let sampler = scope.spawn(|| {
-            let mut peak = 0;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(logd.rss_kib());
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            peak
-        });
+    let drain_peak = logd.peak_rss_during(|| {
         wait_for_all(&intake, &expected, Duration::from_secs(180));
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        sampler.join().expect("sampler")
     });
     logd.wait_idle(SOON);
     assert_each_once(&expected, &messages(&intake));

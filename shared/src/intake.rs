@@ -274,6 +274,11 @@ fn build_agent(settings: &IntakeConfig) -> ureq::Agent {
         // round would open new connections, each a TLS handshake).
         .max_idle_connections(MAX_IDLE_CONNECTIONS)
         .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
+        // Each connection keeps its buffers (128 KiB each by default): 64
+        // connections held 16 MiB. Answers are small; a body goes out in
+        // writes of the output buffer's size (a TLS record is 16 KiB anyway).
+        .input_buffer_size(16 * 1024)
+        .output_buffer_size(16 * 1024)
         // Always set: ureq's default reads the process environment, which
         // would bypass `.env` and flags.
         .proxy(settings.proxy.as_ref().and_then(build_proxy))

@@ -32,17 +32,14 @@ pub struct Batch {
     pub line_count: usize,
     /// Handed back once the batch is delivered or dropped.
     pub acks: Vec<AckToken>,
+    /// When it was handed to the uploader: how long it waits for a slot
+    /// tells the uploader whether more requests in flight would help.
+    pub flushed: Instant,
 }
 
 /// A message to the uploader holds several batches up to this many bytes:
 /// what waits in the queue and in the uploader stays about one batch.
 const MESSAGE_BYTES: usize = 256 * 1024;
-/// A file read faster than its lines could linger (a backlog) has its batch
-/// sent at this size while an upload slot is free: the next read of it
-/// comes within the round anyway, so holding it longer would only hold
-/// memory. While every slot is busy (a slow intake) it grows to the
-/// maximum instead: fewer, larger requests for the same round trips.
-const BACKLOG_BATCH_BYTES: usize = 128 * 1024;
 /// Batches are due at most this often (see [`Schedule::due`]).
 const SLOT: Duration = Duration::from_millis(100);
 
@@ -149,7 +146,9 @@ impl Batcher {
     fn send(&self, ready: Vec<Batch>) -> bool {
         let mut message = Vec::new();
         let mut bytes = 0;
-        for batch in ready {
+        let now = Instant::now();
+        for mut batch in ready {
+            batch.flushed = now;
             if bytes + batch.lines.len() > MESSAGE_BYTES && !message.is_empty() {
                 if self.batches.send(std::mem::take(&mut message)).is_err() {
                     return false;
@@ -176,8 +175,12 @@ impl Batcher {
             *held += chunk.lines.len();
             self.held.add(chunk.lines.len());
             let file = chunk.file;
-            let full = if chunk.more && !self.held.saturated() {
-                self.max_bytes.min(BACKLOG_BATCH_BYTES)
+            // A file read faster than its lines could linger (a backlog):
+            // the next read of it comes within the round anyway, so its
+            // batch goes at the size the uploader finds right for the
+            // intake's response time.
+            let full = if chunk.more {
+                self.max_bytes.min(self.held.backlog_batch())
             } else {
                 self.max_bytes
             };
@@ -261,6 +264,7 @@ fn add(
                         lines: chunk.lines,
                         line_count: chunk.line_count,
                         acks: vec![chunk.ack],
+                        flushed: Instant::now(),
                     },
                     due: schedule.due(chunk.file, Instant::now()),
                 },

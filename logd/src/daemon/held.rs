@@ -9,7 +9,7 @@
 //! batcher is taking), and the files on disk are the buffer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
@@ -24,9 +24,9 @@ pub struct Held {
 struct Inner {
     cap: usize,
     bytes: AtomicUsize,
-    /// Every upload slot is busy: a backlog's batches may grow (see the
-    /// batcher).
-    saturated: AtomicBool,
+    /// What a backlog's batch may grow to before it goes (the uploader
+    /// sizes it by the intake's response time; see the batcher).
+    backlog_batch: AtomicUsize,
 }
 
 impl Held {
@@ -36,7 +36,7 @@ impl Held {
             inner: Arc::new(Inner {
                 cap,
                 bytes: AtomicUsize::new(0),
-                saturated: AtomicBool::new(false),
+                backlog_batch: AtomicUsize::new(0),
             }),
             released_tx,
             released_rx,
@@ -66,11 +66,11 @@ impl Held {
         &self.released_rx
     }
 
-    pub fn set_saturated(&self, saturated: bool) {
-        self.inner.saturated.store(saturated, Ordering::Relaxed);
+    pub fn set_backlog_batch(&self, bytes: usize) {
+        self.inner.backlog_batch.store(bytes, Ordering::Relaxed);
     }
 
-    pub fn saturated(&self) -> bool {
-        self.inner.saturated.load(Ordering::Relaxed)
+    pub fn backlog_batch(&self) -> usize {
+        self.inner.backlog_batch.load(Ordering::Relaxed)
     }
 }

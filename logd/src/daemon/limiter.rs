@@ -7,7 +7,10 @@
 //! known and changes, so it is measured, not configured:
 //!
 //! - the limit grows by one per window (a window lasts about one response
-//!   time) in which it was reached and response times stayed flat;
+//!   time) in which a request waited for a slot longer than [`QUEUE_WAIT`]
+//!   and response times stayed flat (on loopback a burst of requests
+//!   clears in a few milliseconds one at a time: more in flight would only
+//!   cost threads and connections);
 //! - it is multiplied by 0.9 after a window whose mean response time climbed
 //!   well above the long-run mean (the intake queues our requests);
 //! - it is halved by every sign of overload: 429, 502, 503, 504, a timeout
@@ -19,6 +22,8 @@
 
 use std::time::{Duration, Instant};
 
+/// A request that waited this long for a slot says the limit is too low.
+pub const QUEUE_WAIT: Duration = Duration::from_millis(10);
 /// A window lasts at least this long: on loopback, response times are
 /// tens of microseconds and too noisy to judge one at a time.
 const MIN_WINDOW: Duration = Duration::from_millis(10);
@@ -46,8 +51,8 @@ struct Window {
     started: Instant,
     sum: f64,
     count: u32,
-    /// The limit was reached by a request sent in this window: demand is
-    /// there, so a higher limit would be used.
+    /// A request sent in this window waited for a slot: demand is there,
+    /// so a higher limit would be used.
     reached: bool,
 }
 
@@ -77,9 +82,14 @@ impl Limiter {
         self.limit
     }
 
-    /// A request was sent; `in_flight` counts it.
-    pub fn on_send(&mut self, in_flight: usize) {
-        if in_flight >= self.limit {
+    /// The long-run mean response time (zero before the first window).
+    pub fn mean_response(&self) -> Duration {
+        Duration::from_secs_f64(self.past.unwrap_or(0.0))
+    }
+
+    /// A request was sent after waiting `waited` for a slot.
+    pub fn on_send(&mut self, waited: Duration) {
+        if waited >= QUEUE_WAIT {
             self.window.reached = true;
         }
     }
@@ -132,8 +142,14 @@ mod tests {
     fn run(limiter: &mut Limiter, now: &mut Instant, demand: usize, rtt: Duration, rounds: usize) {
         for _ in 0..rounds {
             let sent = demand.min(limiter.limit());
-            for i in 1..=sent {
-                limiter.on_send(i);
+            for _ in 0..sent {
+                // The rest of the demand waits a round trip or more.
+                let waited = if demand > sent {
+                    rtt * u32::try_from(demand.div_ceil(sent)).unwrap()
+                } else {
+                    Duration::ZERO
+                };
+                limiter.on_send(waited);
             }
             *now += rtt;
             for _ in 0..sent {
@@ -147,10 +163,25 @@ mod tests {
         let mut now = Instant::now();
         let mut l = Limiter::new(64, now);
         run(&mut l, &mut now, 50, RTT, 100);
-        // One above the demand: reaching the limit is what makes it grow.
-        assert_eq!(l.limit(), 51, "it reached what the demand needs");
+        assert_eq!(l.limit(), 50, "it reached what the demand needs");
         run(&mut l, &mut now, 50, RTT, 100);
-        assert_eq!(l.limit(), 51, "no growth beyond the demand");
+        assert_eq!(l.limit(), 50, "no growth beyond the demand");
+    }
+
+    #[test]
+    fn a_burst_that_clears_in_milliseconds_one_at_a_time_does_not_grow_it() {
+        let mut now = Instant::now();
+        let mut l = Limiter::new(64, now);
+        let rtt = Duration::from_micros(200);
+        for _ in 0..100 {
+            // 20 requests, one after the other: the last waited 3.8 ms.
+            for i in 0..20 {
+                l.on_send(rtt * i);
+                now += rtt;
+                l.on_response(rtt, now);
+            }
+        }
+        assert_eq!(l.limit(), 1);
     }
 
     #[test]
@@ -166,7 +197,7 @@ mod tests {
         let mut now = Instant::now();
         let mut l = Limiter::new(64, now);
         run(&mut l, &mut now, 40, RTT, 60);
-        assert_eq!(l.limit(), 41);
+        assert_eq!(l.limit(), 40);
         l.on_overload(now);
         assert_eq!(l.limit(), 20);
         // Every request in flight answers 429: the limit falls to 1.
@@ -180,14 +211,14 @@ mod tests {
     fn climbing_response_times_shrink_it_then_it_grows_at_the_new_level() {
         let mut now = Instant::now();
         let mut l = Limiter::new(64, now);
-        run(&mut l, &mut now, 30, Duration::from_millis(5), 200);
-        assert_eq!(l.limit(), 31);
+        run(&mut l, &mut now, 30, Duration::from_millis(20), 200);
+        assert_eq!(l.limit(), 30);
         let slow = Duration::from_millis(500);
         run(&mut l, &mut now, 30, slow, 3);
         let lowest = l.limit();
-        assert!(lowest < 31, "the limit did not follow the climb: {lowest}");
+        assert!(lowest < 30, "the limit did not follow the climb: {lowest}");
         // The slower level becomes the norm, and the limit grows again.
         run(&mut l, &mut now, 30, slow, 200);
-        assert_eq!(l.limit(), 31);
+        assert_eq!(l.limit(), 30);
     }
 }

@@ -46,7 +46,7 @@ const BATCHES_CAP: usize = 2 * 1024 * 1024;
 /// Bytes of lines held in memory at most, in batches, queued and in flight
 /// together (SPEC §3: "a few MiB"). A drain 25 ms away needs about 4 MB in
 /// flight for 160 MB/s (Little's law); the rest is the batcher's.
-const HELD_CAP: usize = 8 * 1024 * 1024;
+const HELD_CAP: usize = 7 * 1024 * 1024;
 
 /// Runs logd until SIGTERM/SIGINT and the drain; returns the exit status.
 pub fn run(settings: Settings) -> i32 {

@@ -86,7 +86,8 @@ impl Pool {
     }
 }
 
-fn send(sink: &Sink, job: Job) -> Answer {
+/// Sends `job` on the calling thread.
+pub fn send(sink: &Sink, job: Job) -> Answer {
     let wire = WireMeta {
         path: &job.meta.intake_path,
         file: &job.meta.file,

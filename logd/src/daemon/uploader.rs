@@ -37,8 +37,12 @@ use super::batcher::Batch;
 use super::held::Held;
 use super::limiter::Limiter;
 use super::metrics::Metrics;
-use super::upload_pool::{Answer, Job, Pool};
+use super::upload_pool::{self, Answer, Job, Pool};
 
+/// A backlog's batch goes at this size per [`BACKLOG_BATCH_TIME`] of the
+/// intake's response time (see [`backlog_batch`]).
+const BACKLOG_BATCH_BYTES: usize = 128 * 1024;
+const BACKLOG_BATCH_TIME: Duration = Duration::from_millis(10);
 /// 500s in a row after which a piece is split (or a single line dropped),
 /// once other requests went through meanwhile.
 const ATTEMPTS_PER_TURN: u32 = 4;
@@ -91,7 +95,7 @@ enum Next {
     /// Again, not before then.
     At(Instant),
     /// Again, after the next piece of its file (see [`Uploader::on_server_error`]).
-    AfterNext,
+    Behind,
     Split(Piece, Piece),
     Drop,
 }
@@ -101,14 +105,18 @@ struct State {
     next_batch: u64,
     /// Each file's pieces, in order; the head is the one that goes next.
     queues: HashMap<FileKey, VecDeque<Piece>>,
-    /// Files whose head piece may go now, in turn.
-    ready: VecDeque<FileKey>,
+    /// Files whose head piece may go now, in turn, and since when.
+    ready: VecDeque<(FileKey, Instant)>,
     /// Files whose head piece waits for a time of its own.
     waiting: BinaryHeap<Reverse<(Instant, FileKey)>>,
+    /// Bytes of the pieces in the queues that are not in flight.
+    queued_bytes: usize,
     in_flight: usize,
     limiter: Limiter,
     /// Nothing is sent before then: a `Retry-After`, or an outage's backoff.
     hold_until: Option<Instant>,
+    /// When the last hold ended: waiting for it is not waiting for a slot.
+    hold_ended: Instant,
     /// Between requests while the intake is down or overloaded.
     outage: Backoff,
     /// A piece answered 500 by an intake that fails everything may be
@@ -129,16 +137,20 @@ impl Uploader {
             queues: HashMap::new(),
             ready: VecDeque::new(),
             waiting: BinaryHeap::new(),
+            queued_bytes: 0,
             in_flight: 0,
             limiter: Limiter::new(self.max_in_flight, now),
             hold_until: None,
+            hold_ended: now,
             outage: Backoff::new(),
             next_probe: now,
             successes: 0,
         };
         let mut open = true;
         loop {
-            self.dispatch(&mut state, &mut pool);
+            if !self.dispatch(&mut state, &mut pool) {
+                return;
+            }
             if !open && state.open.is_empty() {
                 return;
             }
@@ -146,9 +158,16 @@ impl Uploader {
                 Some(at) => after(at.saturating_duration_since(Instant::now())),
                 None => never(),
             };
-            // Batches are always taken: what waits here is under the cap
-            // of bytes held, and the batcher must never block on us.
-            let batches = if open { &self.batches } else { &never() };
+            // No more bytes waiting here than the next round of requests
+            // takes: the rest wait in the batcher, growing, and in the
+            // files. (On loopback that is a batch or two: what waits here
+            // is sent within a millisecond.)
+            let round = state.limiter.limit() * backlog_batch(state.limiter.mean_response());
+            let batches = if open && state.queued_bytes < round {
+                &self.batches
+            } else {
+                &never()
+            };
             select! {
                 recv(answers) -> answer => {
                     let answer = answer.expect("the pool holds a sender");
@@ -170,39 +189,49 @@ impl Uploader {
         }
     }
 
-    /// Sends the ready files' head pieces while the limit allows.
-    fn dispatch(&self, state: &mut State, pool: &mut Pool) {
-        let now = Instant::now();
-        if state.hold_until.is_some_and(|t| now < t) {
-            self.publish(state);
-            return;
-        }
-        state.hold_until = None;
-        while state.in_flight < state.limiter.limit() {
-            let Some(file) = state.ready.pop_front() else {
+    /// Sends the ready files' head pieces while the limit allows; false
+    /// when the parse thread is gone.
+    fn dispatch(&self, state: &mut State, pool: &mut Pool) -> bool {
+        loop {
+            let now = Instant::now();
+            if state.hold_until.is_some_and(|t| now < t) {
+                break;
+            }
+            if let Some(ended) = state.hold_until.take() {
+                state.hold_ended = ended;
+            }
+            if state.in_flight >= state.limiter.limit() {
+                break;
+            }
+            let Some((file, since)) = state.ready.pop_front() else {
                 break;
             };
-            let piece = state.queues[&file]
-                .front()
-                .expect("a ready file has a piece");
-            let batch = state.open.get_mut(&piece.batch).expect("open batch");
-            let job = Job {
-                batch: piece.batch,
-                meta: batch.meta.clone(),
-                lines: batch.lines.take().expect("one piece of a batch in flight"),
-                range: piece.lines.clone(),
-            };
+            let job = job(state, file);
+            state.queued_bytes -= job.range.len();
             state.in_flight += 1;
-            state.limiter.on_send(state.in_flight);
-            pool.send(job, state.in_flight);
+            state
+                .limiter
+                .on_send(now.saturating_duration_since(since.max(state.hold_ended)));
+            if state.limiter.limit() == 1 {
+                // One at a time (an intake that answers at once, or one
+                // overloaded): sent from here, without the hand-over to a
+                // pool thread and back, two wake-ups a request.
+                self.publish(state);
+                if !self.on_answer(state, upload_pool::send(&self.sink, job)) {
+                    return false;
+                }
+            } else {
+                pool.send(job, state.in_flight);
+            }
         }
         self.publish(state);
+        true
     }
 
     fn publish(&self, state: &State) {
         let limit = state.limiter.limit();
         self.held
-            .set_saturated(state.in_flight >= limit || !state.ready.is_empty());
+            .set_backlog_batch(backlog_batch(state.limiter.mean_response()));
         self.metrics.upload_limit.set(limit as i64);
         self.metrics.uploads_in_flight.set(state.in_flight as i64);
     }
@@ -303,7 +332,7 @@ impl Uploader {
             // of this batch can: a success there makes this 500 the piece's
             // own. The one exception to a file's order: while a bad line is
             // looked for, the halves of a batch may arrive swapped.
-            return (piece, Next::AfterNext);
+            return (piece, Next::Behind);
         }
         if !intake_works {
             if piece.server_errors >= ATTEMPTS_PER_TURN
@@ -337,19 +366,22 @@ impl Uploader {
     /// Puts the piece (or its halves) back at the head of its file's queue,
     /// or drops it; false when the parse thread is gone.
     fn follow(&self, state: &mut State, file: FileKey, (piece, next): (Piece, Next)) -> bool {
+        if !matches!(next, Next::Drop) {
+            state.queued_bytes += piece.lines.len();
+        }
         let queue = state.queues.entry(file).or_default();
         match next {
             Next::Again => {
                 queue.push_front(piece);
-                state.ready.push_front(file);
+                state.ready.push_front((file, Instant::now()));
             }
             Next::At(at) => {
                 queue.push_front(piece);
                 state.waiting.push(Reverse((at, file)));
             }
-            Next::AfterNext => {
+            Next::Behind => {
                 queue.insert(1, piece);
-                state.ready.push_front(file);
+                state.ready.push_front((file, Instant::now()));
             }
             Next::Split(first, second) => {
                 state
@@ -359,7 +391,7 @@ impl Uploader {
                     .open_pieces += 1;
                 queue.push_front(second);
                 queue.push_front(first);
-                state.ready.push_front(file);
+                state.ready.push_front((file, Instant::now()));
             }
             Next::Drop => return self.resolve(state, piece.batch, file),
         }
@@ -406,7 +438,7 @@ impl Uploader {
     /// acknowledged. False when the parse thread is gone.
     fn resolve(&self, state: &mut State, batch: u64, file: FileKey) -> bool {
         match state.queues.get(&file) {
-            Some(queue) if !queue.is_empty() => state.ready.push_back(file),
+            Some(queue) if !queue.is_empty() => state.ready.push_back((file, Instant::now())),
             _ => {
                 state.queues.remove(&file);
             }
@@ -431,6 +463,17 @@ impl Uploader {
     }
 }
 
+/// The size at which a backlog's batch goes, for requests answered in
+/// `response` on average: [`BACKLOG_BATCH_BYTES`] per [`BACKLOG_BATCH_TIME`]
+/// of it. On loopback that is 128 KiB: holding more would only hold memory,
+/// since the file's next read comes within the round anyway. Tens of
+/// milliseconds away, every request pays the round trip: fewer, larger ones
+/// carry the backlog with fewer in flight (1 MiB from 40 ms).
+fn backlog_batch(response: Duration) -> usize {
+    let times = response.as_nanos() / BACKLOG_BATCH_TIME.as_nanos() + 1;
+    BACKLOG_BATCH_BYTES.saturating_mul(usize::try_from(times).unwrap_or(usize::MAX))
+}
+
 /// The piece after `piece` in its file's queue is of the same batch (a half
 /// of the same split) and was not answered 500 yet.
 fn sibling_untried(state: &State, piece: &Piece) -> bool {
@@ -438,6 +481,20 @@ fn sibling_untried(state: &State, piece: &Piece) -> bool {
     state.queues[&file]
         .front()
         .is_some_and(|next| next.batch == piece.batch && next.server_errors == 0)
+}
+
+/// The request for `file`'s head piece, which takes its batch's bytes along.
+fn job(state: &mut State, file: FileKey) -> Job {
+    let piece = state.queues[&file]
+        .front()
+        .expect("a ready file has a piece");
+    let batch = state.open.get_mut(&piece.batch).expect("open batch");
+    Job {
+        batch: piece.batch,
+        meta: batch.meta.clone(),
+        lines: batch.lines.take().expect("one piece of a batch in flight"),
+        range: piece.lines.clone(),
+    }
 }
 
 /// Registers a new batch as one piece at the end of its file's queue.
@@ -456,9 +513,11 @@ fn take(state: &mut State, batch: Batch) {
             open_pieces: 1,
         },
     );
+    state.queued_bytes += len;
     let queue = state.queues.entry(batch.file).or_default();
     if queue.is_empty() {
-        state.ready.push_back(batch.file);
+        // It has been waiting since the batcher handed it over.
+        state.ready.push_back((batch.file, batch.flushed));
     }
     queue.push_back(Piece {
         batch: id,
@@ -489,7 +548,7 @@ fn wake_due(state: &mut State, now: Instant) {
             break;
         }
         state.waiting.pop();
-        state.ready.push_back(file);
+        state.ready.push_back((file, now));
     }
 }
 

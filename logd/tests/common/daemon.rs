@@ -202,6 +202,25 @@ impl Logd {
             .expect("VmRSS in /proc/<pid>/status")
     }
 
+    /// Runs `work` while sampling logd's resident memory every 100 ms;
+    /// returns the peak seen, in KiB.
+    pub fn peak_rss_during(&self, work: impl FnOnce()) -> u64 {
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let sampler = scope.spawn(|| {
+                let mut peak = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(self.rss_kib());
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                peak
+            });
+            work();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            sampler.join().expect("sampler thread")
+        })
+    }
+
     /// Waits until logd has nothing in flight: every byte of the files it
     /// has open acknowledged, and no closed file waiting for an
     /// acknowledgement. After that (and with no new writes) the intake
