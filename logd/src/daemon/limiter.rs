@@ -23,7 +23,7 @@
 use std::time::{Duration, Instant};
 
 /// A request that waited this long for a slot says the limit is too low.
-pub const QUEUE_WAIT: Duration = Duration::from_millis(10);
+pub const QUEUE_WAIT: Duration = Duration::from_millis(20);
 /// A window lasts at least this long: on loopback, response times are
 /// tens of microseconds and too noisy to judge one at a time.
 const MIN_WINDOW: Duration = Duration::from_millis(10);

@@ -5,7 +5,8 @@
 //!
 //! - **Order.** A file has at most one request in flight: its pieces wait
 //!   in a queue of their own, so its lines reach the intake in the order
-//!   they were written. Files go in turn.
+//!   they were written (but while a line answered 500 is looked for: see
+//!   [`Uploader::on_server_error`]). Files go in turn.
 //! - **How many at once.** The [`Limiter`] grows the number in flight while
 //!   response times stay flat and cuts it on overload; `Retry-After` and an
 //!   outage's backoff hold every request back, not only the one answered.
@@ -468,7 +469,8 @@ impl Uploader {
 /// of it. On loopback that is 128 KiB: holding more would only hold memory,
 /// since the file's next read comes within the round anyway. Tens of
 /// milliseconds away, every request pays the round trip: fewer, larger ones
-/// carry the backlog with fewer in flight (1 MiB from 40 ms).
+/// carry the backlog with fewer in flight (384 KiB at 25 ms, 1 MiB from
+/// 70 ms, never more than `LOGD_BATCH_MAX_BYTES`: the batcher's cap).
 fn backlog_batch(response: Duration) -> usize {
     let times = response.as_nanos() / BACKLOG_BATCH_TIME.as_nanos() + 1;
     BACKLOG_BATCH_BYTES.saturating_mul(usize::try_from(times).unwrap_or(usize::MAX))
