@@ -35,6 +35,9 @@ pub struct Batch {
     /// When it was handed to the uploader: how long it waits for a slot
     /// tells the uploader whether more requests in flight would help.
     pub flushed: Instant,
+    /// Its file was last read faster than it lingers: for a backlog what
+    /// counts is throughput, not how long a line waits.
+    pub backlog: bool,
 }
 
 /// A message to the uploader holds several batches up to this many bytes:
@@ -251,6 +254,7 @@ fn add(
             p.batch.lines.extend_from_slice(&chunk.lines);
             p.batch.line_count += chunk.line_count;
             p.batch.acks.push(chunk.ack);
+            p.batch.backlog = chunk.more;
             p.batch.lines.len()
         }
         None => {
@@ -265,6 +269,7 @@ fn add(
                         line_count: chunk.line_count,
                         acks: vec![chunk.ack],
                         flushed: Instant::now(),
+                        backlog: chunk.more,
                     },
                     due: schedule.due(chunk.file, Instant::now()),
                 },

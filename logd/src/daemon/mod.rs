@@ -169,6 +169,7 @@ pub fn run(settings: Settings) -> i32 {
             metrics: metrics.clone(),
             held,
             max_in_flight,
+            linger: settings.batch_linger,
         },
         Uploader::run,
     );

@@ -36,7 +36,7 @@ use shared::sink::Sink;
 
 use super::batcher::Batch;
 use super::held::Held;
-use super::limiter::Limiter;
+use super::limiter::{Limiter, QUEUE_WAIT};
 use super::metrics::Metrics;
 use super::upload_pool::{self, Answer, Job, Pool};
 
@@ -58,6 +58,9 @@ pub struct Uploader {
     pub held: Held,
     /// `LOGD_UPLOAD_CONCURRENCY`: requests in flight at most.
     pub max_in_flight: usize,
+    /// `LOGD_BATCH_LINGER_MS`: lines that lingered can wait a tenth of it
+    /// for a slot without harm.
+    pub linger: Duration,
 }
 
 /// A batch whose pieces are not all resolved yet.
@@ -66,6 +69,8 @@ struct Open {
     meta: Arc<LogMeta>,
     /// None while a piece of it is in flight (the bytes travel with it).
     lines: Option<Vec<u8>>,
+    /// See [`Batch::backlog`].
+    backlog: bool,
     bytes: usize,
     acks: Vec<AckToken>,
     open_pieces: usize,
@@ -210,9 +215,13 @@ impl Uploader {
             let job = job(state, file);
             state.queued_bytes -= job.range.len();
             state.in_flight += 1;
-            state
-                .limiter
-                .on_send(now.saturating_duration_since(since.max(state.hold_ended)));
+            let patience = if state.open[&job.batch].backlog {
+                QUEUE_WAIT
+            } else {
+                (self.linger / 10).max(QUEUE_WAIT)
+            };
+            let waited = now.saturating_duration_since(since.max(state.hold_ended));
+            state.limiter.on_send(waited, patience);
             if state.limiter.limit() == 1 {
                 // One at a time (an intake that answers at once, or one
                 // overloaded): sent from here, without the hand-over to a
@@ -510,6 +519,7 @@ fn take(state: &mut State, batch: Batch) {
             file: batch.file,
             meta: batch.meta,
             lines: Some(batch.lines),
+            backlog: batch.backlog,
             bytes: len,
             acks: batch.acks,
             open_pieces: 1,
