@@ -142,10 +142,10 @@ impl Batcher {
         self.send(take_all(&mut pending, &mut held));
     }
 
-    /// Hands batches to the uploader (which always takes them: the
-    /// backpressure is the cap of bytes held). Small batches go together, up to [`MESSAGE_BYTES`]:
-    /// one hand-over, not one wake-up of each thread per batch. False when
-    /// the uploader is gone.
+    /// Hands batches to the uploader, waiting while it holds a round of
+    /// requests' worth already. Small batches go together, up to
+    /// [`MESSAGE_BYTES`]: one hand-over, not one wake-up of each thread per
+    /// batch. False when the uploader is gone.
     fn send(&self, ready: Vec<Batch>) -> bool {
         let mut message = Vec::new();
         let mut bytes = 0;

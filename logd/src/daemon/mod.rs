@@ -34,7 +34,8 @@ use self::uploader::Uploader;
 
 /// Messages (each a chunk list of up to 256 KiB) queued for the batcher.
 const CHUNK_QUEUE: usize = 2;
-/// Messages of batches queued for the uploader (it takes them at once).
+/// Messages of batches queued for the uploader, which takes a round of
+/// requests' worth at a time (see `uploader`).
 const BATCH_QUEUE: usize = 1;
 /// Discovery messages queued for the parse thread; a full queue blocks
 /// discovery, the kernel queues events, and an overflow means a rescan.

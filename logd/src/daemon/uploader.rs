@@ -337,14 +337,15 @@ impl Uploader {
             let next = self.split_or_drop(state, &piece, meta, "server_error", &reason, true);
             return (piece, next);
         }
-        if !intake_works && sibling_untried(state, &piece) {
-            // No other request tells whether the intake works, but the rest
-            // of this batch can: a success there makes this 500 the piece's
-            // own. The one exception to a file's order: while a bad line is
-            // looked for, the halves of a batch may arrive swapped.
-            return (piece, Next::Behind);
-        }
         if !intake_works {
+            if sibling_untried(state, &piece) {
+                // No other request tells whether the intake works, but the
+                // rest of this batch can: a success there makes this 500 the
+                // piece's own. The one exception to a file's order: while a
+                // bad line is looked for, the halves of a batch may arrive
+                // swapped.
+                return (piece, Next::Behind);
+            }
             if piece.server_errors >= ATTEMPTS_PER_TURN
                 && piece.line_count >= 2
                 && now >= state.next_probe
