@@ -155,9 +155,71 @@ pub const COMMON_VARS: &[VarSpec] = &[
     .default("10"),
     VarSpec::new(
         "HIK8S_SINK",
-        "where data goes: hik8s, stdout (NDJSON, one record a line) or file:<path>",
+        "where data goes: hik8s, otlp (OpenTelemetry OTLP/HTTP), stdout (NDJSON, one record a line) or file:<path>",
     )
-    .default_described("hik8s when an intake URL is set, else stdout"),
+    .default_described(
+        "hik8s when an intake URL is set, else otlp when an OTLP endpoint is set, else stdout",
+    ),
+    // The OpenTelemetry SDK's own variables (the OTLP exporter's), with the
+    // SDK's defaults; a `_LOGS_` variable wins over the general one.
+    VarSpec::new(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTLP/HTTP base URL: /v1/logs is appended (Loki: http://loki:3100/otlp)",
+    )
+    .default_described("http://localhost:4318"),
+    VarSpec::new(
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+        "OTLP/HTTP logs URL, used as is; wins over OTEL_EXPORTER_OTLP_ENDPOINT",
+    ),
+    VarSpec::new(
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "headers of every OTLP request: key=value,... (values URL-decoded)",
+    )
+    .secret(),
+    VarSpec::new(
+        "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+        "as OTEL_EXPORTER_OTLP_HEADERS, for logs; wins over it",
+    )
+    .secret(),
+    VarSpec::new(
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTLP encoding: http/protobuf or http/json",
+    )
+    .default("http/protobuf"),
+    VarSpec::new(
+        "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+        "as OTEL_EXPORTER_OTLP_PROTOCOL, for logs; wins over it",
+    ),
+    VarSpec::new(
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "OTLP request compression: gzip or none",
+    )
+    .default("none"),
+    VarSpec::new(
+        "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION",
+        "as OTEL_EXPORTER_OTLP_COMPRESSION, for logs; wins over it",
+    ),
+    VarSpec::new(
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "how long one OTLP request may take, in milliseconds",
+    )
+    .default("10000"),
+    VarSpec::new(
+        "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT",
+        "as OTEL_EXPORTER_OTLP_TIMEOUT, for logs; wins over it",
+    ),
+    VarSpec::new(
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        "PEM bundle of extra CA certificates for the OTLP endpoint",
+    ),
+    VarSpec::new(
+        "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE",
+        "as OTEL_EXPORTER_OTLP_CERTIFICATE, for logs; wins over it",
+    ),
+    VarSpec::new(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "attributes added to every OTLP resource: key=value,... (values URL-decoded), e.g. k8s.cluster.name=prod",
+    ),
     VarSpec::new("RUST_LOG", "log filter (env_logger syntax)").default("info"),
 ];
 
@@ -221,6 +283,25 @@ pub enum SinkConfig {
     Stdout,
     /// NDJSON appended to this file (its directory exists).
     File(PathBuf),
+    /// An OpenTelemetry receiver, OTLP/HTTP.
+    Otlp(OtlpConfig),
+}
+
+/// How to reach an OTLP/HTTP receiver (the SDK's `OTEL_*` variables).
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    /// The full logs URL, e.g. `http://collector:4318/v1/logs`.
+    pub url: String,
+    /// Sent with every request; values are secrets (tokens).
+    pub headers: Vec<(String, Secret)>,
+    pub format: crate::otlp::encode::Format,
+    pub gzip: bool,
+    pub timeout: Duration,
+    /// DER certificates from `OTEL_EXPORTER_OTLP_CERTIFICATE`.
+    pub extra_roots: Vec<Vec<u8>>,
+    pub proxy: Option<ProxyConfig>,
+    /// `OTEL_RESOURCE_ATTRIBUTES`, added to every resource.
+    pub resource_attributes: Vec<(String, String)>,
 }
 
 /// How to reach and authenticate to the intake.
@@ -663,14 +744,18 @@ fn help_text(daemon: &str, specs: &[VarSpec]) -> String {
 fn common_config(config: &Config) -> Result<CommonConfig, ConfigError> {
     let url = intake_url(config)?;
     let auth = auth_config(config)?;
+    let otlp_endpoint_set = config.value("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+        || config.value("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT").is_some();
     let sink = match config.value("HIK8S_SINK") {
         None if url.is_some() => SinkChoice::Hik8s,
+        None if otlp_endpoint_set => SinkChoice::Otlp,
         None => SinkChoice::Stdout,
         Some(value) => parse_sink(value).map_err(|m| config.invalid("HIK8S_SINK", m))?,
     };
     let sink = match sink {
         SinkChoice::Stdout => SinkConfig::Stdout,
         SinkChoice::File(path) => SinkConfig::File(path),
+        SinkChoice::Otlp => SinkConfig::Otlp(otlp_config(config)?),
         SinkChoice::Hik8s => {
             let Some(url) = url else {
                 return Err(config.invalid(
@@ -708,6 +793,7 @@ fn common_config(config: &Config) -> Result<CommonConfig, ConfigError> {
 
 enum SinkChoice {
     Hik8s,
+    Otlp,
     Stdout,
     File(PathBuf),
 }
@@ -716,11 +802,16 @@ fn parse_sink(value: &str) -> Result<SinkChoice, String> {
     if value == "hik8s" {
         return Ok(SinkChoice::Hik8s);
     }
+    if value == "otlp" {
+        return Ok(SinkChoice::Otlp);
+    }
     if value == "stdout" {
         return Ok(SinkChoice::Stdout);
     }
     let Some(path) = value.strip_prefix("file:") else {
-        return Err(format!("{value:?} is not hik8s, stdout or file:<path>"));
+        return Err(format!(
+            "{value:?} is not hik8s, otlp, stdout or file:<path>"
+        ));
     };
     if path.is_empty() {
         return Err(format!("{value:?} names no file"));
@@ -817,23 +908,122 @@ fn token_url(config: &Config) -> Result<String, ConfigError> {
 }
 
 fn extra_roots(config: &Config) -> Result<Vec<Vec<u8>>, ConfigError> {
-    let Some(path) = config.value("HIK8S_CA_FILE") else {
+    pem_roots(config, "HIK8S_CA_FILE")
+}
+
+/// The certificates of the PEM file `var` names; none when it is unset.
+fn pem_roots(config: &Config, var: &str) -> Result<Vec<Vec<u8>>, ConfigError> {
+    let Some(path) = config.value(var) else {
         return Ok(Vec::new());
     };
-    let pem =
-        std::fs::read(path).map_err(|e| config.invalid("HIK8S_CA_FILE", format!("{path}: {e}")))?;
+    let pem = std::fs::read(path).map_err(|e| config.invalid(var, format!("{path}: {e}")))?;
     let mut roots = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
             Ok(ureq::tls::PemItem::Certificate(cert)) => roots.push(cert.der().to_vec()),
             Ok(_) => {}
-            Err(e) => return Err(config.invalid("HIK8S_CA_FILE", format!("{path}: {e}"))),
+            Err(e) => return Err(config.invalid(var, format!("{path}: {e}"))),
         }
     }
     if roots.is_empty() {
-        return Err(config.invalid("HIK8S_CA_FILE", format!("{path}: no PEM certificate in it")));
+        return Err(config.invalid(var, format!("{path}: no PEM certificate in it")));
     }
     Ok(roots)
+}
+
+/// The OTLP sink's settings, as the OpenTelemetry SDK reads them: each
+/// `OTEL_EXPORTER_OTLP_LOGS_*` variable wins over its general one.
+fn otlp_config(config: &Config) -> Result<OtlpConfig, ConfigError> {
+    let url = match config.value("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT") {
+        Some(url) => parse_http_url(url)
+            .map_err(|m| config.invalid("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", m))?,
+        None => {
+            let base = config.value("OTEL_EXPORTER_OTLP_ENDPOINT");
+            let base = parse_http_url(base.unwrap_or("http://localhost:4318"))
+                .map_err(|m| config.invalid("OTEL_EXPORTER_OTLP_ENDPOINT", m))?;
+            format!("{base}/v1/logs")
+        }
+    };
+    let signal_or_general = |name: &str| -> String {
+        let logs = name.replace("OTEL_EXPORTER_OTLP_", "OTEL_EXPORTER_OTLP_LOGS_");
+        if config.value(&logs).is_some() {
+            logs
+        } else {
+            name.to_string()
+        }
+    };
+    let var = signal_or_general("OTEL_EXPORTER_OTLP_HEADERS");
+    let headers = match config.value(&var) {
+        Some(value) => parse_key_values(value)
+            .map_err(|m| config.invalid(&var, m))?
+            .into_iter()
+            .map(|(k, v)| (k, Secret::new(v)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let var = signal_or_general("OTEL_EXPORTER_OTLP_PROTOCOL");
+    let format = match config.string(&var)?.trim() {
+        "http/protobuf" => crate::otlp::encode::Format::Protobuf,
+        "http/json" => crate::otlp::encode::Format::Json,
+        "grpc" => {
+            return Err(config.invalid(
+                &var,
+                "grpc is not supported: use http/protobuf (OTLP/HTTP, port 4318) or http/json",
+            ));
+        }
+        other => {
+            return Err(
+                config.invalid(&var, format!("{other:?} is not http/protobuf or http/json"))
+            );
+        }
+    };
+    let var = signal_or_general("OTEL_EXPORTER_OTLP_COMPRESSION");
+    let gzip = match config.string(&var)?.trim() {
+        "gzip" => true,
+        "none" => false,
+        other => return Err(config.invalid(&var, format!("{other:?} is not gzip or none"))),
+    };
+    let var = signal_or_general("OTEL_EXPORTER_OTLP_TIMEOUT");
+    let timeout = config.millis(&var)?;
+    if timeout.is_zero() {
+        return Err(config.invalid(&var, "must be more than 0"));
+    }
+    let resource_attributes = match config.value("OTEL_RESOURCE_ATTRIBUTES") {
+        Some(value) => {
+            parse_key_values(value).map_err(|m| config.invalid("OTEL_RESOURCE_ATTRIBUTES", m))?
+        }
+        None => Vec::new(),
+    };
+    Ok(OtlpConfig {
+        url,
+        headers,
+        format,
+        gzip,
+        timeout,
+        extra_roots: pem_roots(config, &signal_or_general("OTEL_EXPORTER_OTLP_CERTIFICATE"))?,
+        proxy: proxy_config(config)?,
+        resource_attributes,
+    })
+}
+
+/// `key=value,key2=value2` with URL-encoded values (the W3C Baggage form
+/// the OpenTelemetry SDK reads headers and resource attributes in).
+fn parse_key_values(value: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((key, raw)) = item.split_once('=') else {
+            return Err(format!("{item:?} is not key=value"));
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(format!("{item:?} has no key"));
+        }
+        let decoded = percent_encoding::percent_decode_str(raw.trim())
+            .decode_utf8()
+            .map_err(|_| format!("the value of {key:?} is not URL-encoded UTF-8"))?;
+        pairs.push((key.to_string(), decoded.into_owned()));
+    }
+    Ok(pairs)
 }
 
 fn proxy_config(config: &Config) -> Result<Option<ProxyConfig>, ConfigError> {

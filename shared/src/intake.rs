@@ -76,8 +76,13 @@ pub enum SendError {
     },
     /// 413: the body is too large; split it and send the halves.
     TooLarge,
-    /// Any other 4xx: retrying the same data cannot succeed.
+    /// Any other 4xx: retrying the same data cannot succeed; a part of it
+    /// may (split it to find what is refused).
     Rejected { status: u16, body_start: String },
+    /// The whole request is refused for good, whatever it holds (an OTLP
+    /// receiver's answer other than 2xx, 400, 413, 429 and 502-504): drop
+    /// it, count and log it.
+    Refused { status: u16, body_start: String },
 }
 
 impl SendError {
@@ -86,7 +91,7 @@ impl SendError {
         match self {
             SendError::Retryable { status, .. } => *status,
             SendError::TooLarge => Some(413),
-            SendError::Rejected { status, .. } => Some(*status),
+            SendError::Rejected { status, .. } | SendError::Refused { status, .. } => Some(*status),
         }
     }
 
@@ -108,7 +113,8 @@ impl fmt::Display for SendError {
         match self {
             SendError::Retryable { reason, .. } => f.write_str(reason),
             SendError::TooLarge => f.write_str("HTTP 413: request body too large"),
-            SendError::Rejected { status, body_start } => {
+            SendError::Rejected { status, body_start }
+            | SendError::Refused { status, body_start } => {
                 write!(f, "HTTP {status}: {body_start}")
             }
         }
@@ -139,7 +145,12 @@ impl IntakeClient {
     /// [`crate::config::CommonConfig::intake`]). Makes no request yet.
     pub fn new(config: &IntakeConfig) -> Self {
         IntakeClient {
-            agent: build_agent(config),
+            agent: build_agent(&Transport {
+                extra_roots: &config.extra_roots,
+                proxy: config.proxy.as_ref(),
+                connect_timeout: config.connect_timeout,
+                request_timeout: config.request_timeout,
+            }),
             base_url: config.url.clone(),
             tokens: TokenProvider::new(&config.auth),
         }
@@ -246,7 +257,15 @@ fn classify(
 /// may have in flight (logd's `LOGD_UPLOAD_CONCURRENCY` is at most 256).
 const MAX_IDLE_CONNECTIONS: usize = 256;
 
-fn build_agent(settings: &IntakeConfig) -> ureq::Agent {
+/// What an HTTP client of either sink is built from.
+pub(crate) struct Transport<'a> {
+    pub extra_roots: &'a [Vec<u8>],
+    pub proxy: Option<&'a ProxyConfig>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+pub(crate) fn build_agent(settings: &Transport) -> ureq::Agent {
     // The Mozilla roots, plus the extra ones of `HIK8S_CA_FILE`; rustls on
     // ring, the one crypto provider of the project (kube uses it too).
     // The Mozilla roots are borrowed from the binary, not copied to the heap.
@@ -281,7 +300,7 @@ fn build_agent(settings: &IntakeConfig) -> ureq::Agent {
         .output_buffer_size(16 * 1024)
         // Always set: ureq's default reads the process environment, which
         // would bypass `.env` and flags.
-        .proxy(settings.proxy.as_ref().and_then(build_proxy))
+        .proxy(settings.proxy.and_then(build_proxy))
         .tls_config(tls.build())
         .user_agent(concat!("hik8s-daemons/", env!("CARGO_PKG_VERSION")))
         .build();

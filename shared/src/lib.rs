@@ -18,6 +18,7 @@ pub mod intake;
 pub mod logging;
 pub mod metrics;
 mod one_send;
+pub mod otlp;
 mod resolver;
 pub mod retry;
 pub mod shutdown;

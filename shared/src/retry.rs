@@ -108,6 +108,9 @@ pub enum Delivery {
     TooLarge,
     /// A 4xx other than 401, 408, 413 and 429: do not send this again.
     Rejected { status: u16, body_start: String },
+    /// The whole request is refused for good (see [`SendError::Refused`]):
+    /// drop it.
+    Refused { status: u16, body_start: String },
     /// The attempt cap was reached; `last` is the last failure.
     GaveUp { last: SendError },
     /// Shutdown was triggered while waiting to retry (or before the first
@@ -151,6 +154,9 @@ pub fn send_with_retry(
             Err(SendError::TooLarge) => return Delivery::TooLarge,
             Err(SendError::Rejected { status, body_start }) => {
                 return Delivery::Rejected { status, body_start };
+            }
+            Err(SendError::Refused { status, body_start }) => {
+                return Delivery::Refused { status, body_start };
             }
             Err(error) => error,
         };

@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 
 use crate::config::SinkConfig;
 use crate::intake::{IntakeClient, LogMeta, Route, SendError};
+use crate::otlp::{self, Delivered, OtlpClient, logs::LogFile};
 
 /// A destination for log batches and record batches. Thread-safe.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub enum Sink {
     Stdout,
     /// NDJSON appended to a file, written and flushed per batch.
     File(FileSink),
+    /// An OpenTelemetry receiver (OTLP/HTTP).
+    Otlp(OtlpClient),
 }
 
 /// An append-only NDJSON file.
@@ -67,6 +70,7 @@ impl Sink {
             SinkConfig::Hik8s(intake) => Sink::Hik8s(IntakeClient::new(intake)),
             SinkConfig::Stdout => Sink::Stdout,
             SinkConfig::File(path) => Sink::File(FileSink::open(path)?),
+            SinkConfig::Otlp(otlp) => Sink::Otlp(OtlpClient::new(otlp)),
         })
     }
 
@@ -75,13 +79,49 @@ impl Sink {
     /// ending with `\n`). Stdout/file write errors are
     /// [`SendError::Retryable`].
     pub fn send_logs(&self, meta: &LogMeta, stream: &[u8]) -> Result<(), SendError> {
+        let file = LogFile {
+            meta: *meta,
+            lines: stream,
+            reads: &[],
+            start: 0,
+        };
+        self.send_log_files(&[file]).map(|_| ())
+    }
+
+    /// Sends several files' lines in one request: as many as
+    /// [`Sink::files_per_request`] allows. What the receiver took but
+    /// dropped (an OTLP `partial_success`) is in the answer.
+    pub fn send_log_files(&self, files: &[LogFile]) -> Result<Delivered, SendError> {
         match self {
-            Sink::Hik8s(client) => client.post_logs(meta, stream),
-            Sink::Stdout | Sink::File(_) => {
-                let mut out = Vec::with_capacity(stream.len() * 2);
-                write_log_lines(meta, stream, &mut out);
-                self.write_local(&out)
+            Sink::Hik8s(client) => {
+                assert_eq!(files.len(), 1, "the intake takes one file per request");
+                client.post_logs(&files[0].meta, files[0].lines)?;
             }
+            Sink::Stdout | Sink::File(_) => {
+                let len = files.iter().map(|f| f.lines.len()).sum::<usize>();
+                let mut out = Vec::with_capacity(len * 2);
+                for file in files {
+                    write_log_lines(&file.meta, file.lines, &mut out);
+                }
+                self.write_local(&out)?;
+            }
+            Sink::Otlp(client) => {
+                let mut request = client.encoder(("logd", env!("CARGO_PKG_VERSION")));
+                for file in files {
+                    otlp::logs::encode_file(&mut request, file);
+                }
+                return client.send(&request.finish());
+            }
+        }
+        Ok(Delivered::default())
+    }
+
+    /// How many files' lines one request may carry: one for the intake
+    /// (SPEC §1), any number for the others.
+    pub fn files_per_request(&self) -> usize {
+        match self {
+            Sink::Hik8s(_) => 1,
+            _ => usize::MAX,
         }
     }
 
@@ -92,6 +132,16 @@ impl Sink {
     pub fn send_records(&self, route: Route, body: &[u8]) -> Result<(), SendError> {
         match self {
             Sink::Hik8s(client) => client.post_json(route, body),
+            Sink::Otlp(client) => {
+                let mut request = client.encoder(("watchd", env!("CARGO_PKG_VERSION")));
+                otlp::objects::encode_records(&mut request, route, body).map_err(|e| {
+                    SendError::Rejected {
+                        status: 400,
+                        body_start: format!("not a JSON array of records: {e}"),
+                    }
+                })?;
+                client.send(&request.finish()).map(|_| ())
+            }
             Sink::Stdout | Sink::File(_) => {
                 let mut out = Vec::with_capacity(body.len() + 64);
                 write_records(route, body, &mut out).map_err(|e| SendError::Rejected {
@@ -106,6 +156,11 @@ impl Sink {
     /// True for the intake sink (logd cuts long lines shorter for it).
     pub fn is_hik8s(&self) -> bool {
         matches!(self, Sink::Hik8s(_))
+    }
+
+    /// True for the OTLP sink (logd batches for it differently).
+    pub fn is_otlp(&self) -> bool {
+        matches!(self, Sink::Otlp(_))
     }
 
     fn write_local(&self, ndjson: &[u8]) -> Result<(), SendError> {
@@ -166,7 +221,7 @@ pub fn write_log_lines(meta: &LogMeta, stream: &[u8], out: &mut Vec<u8>) {
 }
 
 /// `<time> <stream> <tag> <message>` → (time, stream, message).
-fn split_cri(line: &str) -> (&str, &str, &str) {
+pub(crate) fn split_cri(line: &str) -> (&str, &str, &str) {
     let mut fields = line.splitn(4, ' ');
     match (fields.next(), fields.next(), fields.next()) {
         (Some(time), Some(stream @ ("stdout" | "stderr")), Some("F" | "P")) => {
@@ -178,15 +233,15 @@ fn split_cri(line: &str) -> (&str, &str, &str) {
 
 /// The parts of `/var/log/pods/<namespace>_<pod>_<uid>/<container>`;
 /// empty strings where the path does not have that form.
-struct PodPath<'a> {
-    namespace: &'a str,
-    pod: &'a str,
-    pod_uid: &'a str,
-    container: &'a str,
+pub(crate) struct PodPath<'a> {
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub pod_uid: &'a str,
+    pub container: &'a str,
 }
 
 impl<'a> PodPath<'a> {
-    fn parse(path: &'a str) -> PodPath<'a> {
+    pub fn parse(path: &'a str) -> PodPath<'a> {
         let mut components = path.trim_end_matches('/').rsplit('/');
         let container = components.next().unwrap_or("");
         let pod_dir = components.next().unwrap_or("");

@@ -7,6 +7,11 @@
 //! what it accepted, and injects faults on demand: error statuses, latency,
 //! refused connections, revoked tokens, rejected lines.
 //!
+//! It is also an OTLP/HTTP logs receiver (`POST /v1/logs`, or any path
+//! ending in it; protobuf or JSON, gzip or not), for the daemons' OTLP sink,
+//! with the same faults: [`Intake::otlp_records`], [`Intake::set_otlp_answer`],
+//! [`Intake::otlp_refuse_body_containing`].
+//!
 //! Only requests answered 2xx count as delivered: a request that was faulted,
 //! rejected or invalid is never stored.
 //!
@@ -18,6 +23,7 @@ mod http;
 mod in_flight;
 mod listener;
 mod logs;
+mod otlp;
 mod records;
 mod routes;
 mod store;
@@ -31,8 +37,17 @@ use std::time::{Duration, Instant};
 
 use in_flight::InFlight;
 use listener::Listener;
+use otlp::OtlpState;
 use store::Store;
 use token::Tokens;
+
+/// The official OTLP message types the receiver decodes into, re-exported
+/// so that tests build requests and read answers with the same version.
+pub use opentelemetry_proto;
+pub use otlp::{OtlpAnswer, OtlpFormat, OtlpRecord, OtlpRequest, any_value_json};
+/// The `prost` that `opentelemetry_proto`'s messages derive from
+/// (`prost::Message::encode`, `decode`).
+pub use prost;
 
 /// The client id the token endpoint accepts (made up).
 pub const CLIENT_ID: &str = "test-client";
@@ -47,6 +62,10 @@ pub const MAX_LOGS_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// Largest body of a JSON route (the backend's JSON limit): larger bodies are
 /// answered 413.
 pub const MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
+/// Largest OTLP request body, in bytes, as received and once inflated
+/// (the OpenTelemetry Collector's default `max_request_body_size`): larger
+/// bodies are answered 413.
+pub const MAX_OTLP_BODY_BYTES: usize = 20 * 1024 * 1024;
 /// Longest message of a stream line, in bytes: everything after the first
 /// `Z` (the end of the timestamp), so it includes ` stdout F `. Longer lines
 /// make the whole request a 500.
@@ -60,7 +79,8 @@ pub struct IntakeOptions {
     pub token_expires_in_secs: u64,
     /// For benchmarks: accepted `/logs` lines are validated and counted
     /// ([`Intake::log_line_count`]) but not stored, so [`Intake::log_batches`]
-    /// and [`Intake::log_lines`] stay empty. Default false.
+    /// and [`Intake::log_lines`] stay empty; OTLP records likewise
+    /// ([`Intake::otlp_record_count`]). Default false.
     pub count_only: bool,
     /// Keep connections open between requests (HTTP/1.1 keep-alive). When
     /// false every response carries `Connection: close`. Default true.
@@ -77,9 +97,9 @@ impl Default for IntakeOptions {
     }
 }
 
-/// Faults injected into data requests (`/logs`, the JSON routes, `/raw`;
-/// never the token endpoint or `/healthz`), after authentication. A faulted
-/// request is not stored.
+/// Faults injected into data requests (`/logs`, the JSON routes, `/raw`,
+/// OTLP's `/v1/logs`; never the token endpoint or `/healthz`), after
+/// authentication. A faulted request is not stored.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     /// Fraction (0..=1) of data requests answered 500.
@@ -142,6 +162,7 @@ struct Shared {
     faults: Mutex<Faults>,
     /// Needles and the status a request containing one is answered.
     rejections: Mutex<Vec<(String, u16)>>,
+    otlp: OtlpState,
     /// Data requests from their head to their answer.
     in_flight: InFlight,
     listener: Listener,
@@ -173,6 +194,7 @@ impl Intake {
             tokens: Tokens::default(),
             faults: Mutex::new(Faults::default()),
             rejections: Mutex::new(Vec::new()),
+            otlp: OtlpState::default(),
             in_flight: InFlight::default(),
             listener: Listener::new(port),
         });
@@ -191,6 +213,11 @@ impl Intake {
     /// The token endpoint: `url() + "/oauth2/token"`.
     pub fn token_url(&self) -> String {
         format!("{}/oauth2/token", self.url())
+    }
+
+    /// The OTLP/HTTP logs endpoint: `url() + "/v1/logs"`.
+    pub fn otlp_logs_url(&self) -> String {
+        format!("{}/v1/logs", self.url())
     }
 
     pub fn port(&self) -> u16 {
@@ -265,6 +292,39 @@ impl Intake {
         self.shared.store.raw_bytes()
     }
 
+    /// Accepted (2xx) OTLP export requests, in arrival order (empty with
+    /// `count_only`).
+    pub fn otlp_requests(&self) -> Vec<OtlpRequest> {
+        self.shared.store.otlp_requests()
+    }
+
+    /// Every log record of [`Intake::otlp_requests`], flattened, in arrival
+    /// order.
+    pub fn otlp_records(&self) -> Vec<OtlpRecord> {
+        otlp::flatten(&self.shared.store.otlp_requests())
+    }
+
+    /// How many OTLP log records were accepted (counted with `count_only`
+    /// too). A partial success's answer does not say which records it
+    /// rejected: they are all counted.
+    pub fn otlp_record_count(&self) -> u64 {
+        self.shared.store.otlp_record_count()
+    }
+
+    /// How accepted OTLP exports are answered from now on (default
+    /// [`OtlpAnswer::Ok200`]).
+    pub fn set_otlp_answer(&self, answer: OtlpAnswer) {
+        self.shared.otlp.set_answer(answer);
+    }
+
+    /// From now on, an OTLP export with a log record whose body has a
+    /// string containing `needle` (a string body, or a string anywhere in a
+    /// kvlist or array body) is answered 400 and not stored: what a sender
+    /// must split and isolate. After faults and decoding.
+    pub fn otlp_refuse_body_containing(&self, needle: &str) {
+        self.shared.otlp.refuse_body_containing(needle);
+    }
+
     /// Polls `cond` (every ~5 ms) until it holds or `timeout` passes; returns
     /// whether it held.
     pub fn wait_for(&self, timeout: Duration, mut cond: impl FnMut(&Intake) -> bool) -> bool {
@@ -322,8 +382,10 @@ impl Intake {
             .push((needle.to_owned(), status));
     }
 
-    /// Forgets every needle given to [`Intake::reject_lines_containing`].
+    /// Forgets every needle given to [`Intake::reject_lines_containing`]
+    /// and [`Intake::otlp_refuse_body_containing`].
     pub fn clear_rejections(&self) {
+        self.shared.otlp.clear_refusals();
         self.shared
             .rejections
             .lock()

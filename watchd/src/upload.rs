@@ -163,6 +163,17 @@ impl<'a> Uploader<'a> {
                         "dropped"
                     }
                 }
+                Delivery::Refused { status, body_start } => {
+                    log::error!(
+                        "the sink refused {} records for good, dropped: /{route}: HTTP {status}: {body_start}",
+                        batch.records.len()
+                    );
+                    self.metrics
+                        .records_dropped
+                        .get_or_create(&[("reason", "refused")])
+                        .inc_by(batch.records.len() as u64);
+                    "dropped"
+                }
                 Delivery::GaveUp { .. } | Delivery::ShutDown => {
                     let records =
                         batch.records.len() + stack.iter().map(|b| b.records.len()).sum::<usize>();

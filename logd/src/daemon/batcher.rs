@@ -38,11 +38,15 @@ pub struct Batch {
     /// Its file was last read faster than it lingers: for a backlog what
     /// counts is throughput, not how long a line waits.
     pub backlog: bool,
+    /// When its lines were read: `(end, unix nanos)` per chunk, `end` being
+    /// where the chunk's lines end in `lines` (an OTLP record's observed
+    /// time).
+    pub reads: Vec<(usize, u64)>,
 }
 
 /// A message to the uploader holds several batches up to this many bytes:
 /// what waits in the queue and in the uploader stays about one batch.
-const MESSAGE_BYTES: usize = 256 * 1024;
+pub const MESSAGE_BYTES: usize = 256 * 1024;
 /// Batches are due at most this often (see [`Schedule::due`]).
 const SLOT: Duration = Duration::from_millis(100);
 
@@ -56,6 +60,11 @@ pub struct Batcher {
     pub batches_cap: usize,
     /// Bytes held here and at the uploader: no chunk is taken at its cap.
     pub held: Held,
+    /// The sink carries many files' lines per request (OTLP): every file
+    /// has the same phase, so the files' batches go together, once per
+    /// linger, in one message of up to this many bytes (else
+    /// [`MESSAGE_BYTES`]), and make one request.
+    pub bundle: Option<usize>,
 }
 
 struct Pending {
@@ -68,6 +77,8 @@ struct Schedule {
     /// Where every file's period starts at phase 0.
     origin: Instant,
     linger: Duration,
+    /// Every file at phase 0 (see [`Batcher::bundle`]).
+    together: bool,
 }
 
 impl Schedule {
@@ -85,7 +96,11 @@ impl Schedule {
         let slots = (period / SLOT.as_nanos()).max(1);
         // Fibonacci hashing: consecutive keys land far apart in the period.
         let spread = u128::from(file.0.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let phase = ((spread * slots) >> 64) * (period / slots);
+        let phase = if self.together {
+            0
+        } else {
+            ((spread * slots) >> 64) * (period / slots)
+        };
         let elapsed = since.saturating_duration_since(self.origin).as_nanos();
         let mut at = elapsed - elapsed % period + phase;
         if at <= elapsed {
@@ -101,6 +116,7 @@ impl Batcher {
         let schedule = Schedule {
             origin: Instant::now(),
             linger: self.linger,
+            together: self.bundle.is_some(),
         };
         let mut pending: HashMap<FileKey, Pending> = HashMap::new();
         let mut held = 0usize;
@@ -150,9 +166,10 @@ impl Batcher {
         let mut message = Vec::new();
         let mut bytes = 0;
         let now = Instant::now();
+        let message_bytes = self.bundle.unwrap_or(MESSAGE_BYTES);
         for mut batch in ready {
             batch.flushed = now;
-            if bytes + batch.lines.len() > MESSAGE_BYTES && !message.is_empty() {
+            if bytes + batch.lines.len() > message_bytes && !message.is_empty() {
                 if self.batches.send(std::mem::take(&mut message)).is_err() {
                     return false;
                 }
@@ -232,6 +249,10 @@ fn take_all(pending: &mut HashMap<FileKey, Pending>, held: &mut usize) -> Vec<Ba
     take(pending, files, held)
 }
 
+fn now_nanos() -> u64 {
+    shared::otlp::logs::unix_nanos(std::time::SystemTime::now())
+}
+
 /// Adds a chunk to its file's batch; returns the batch's size.
 fn add(
     pending: &mut HashMap<FileKey, Pending>,
@@ -252,6 +273,7 @@ fn add(
                 p.batch.lines.reserve_exact(target - p.batch.lines.len());
             }
             p.batch.lines.extend_from_slice(&chunk.lines);
+            p.batch.reads.push((p.batch.lines.len(), now_nanos()));
             p.batch.line_count += chunk.line_count;
             p.batch.acks.push(chunk.ack);
             p.batch.backlog = chunk.more;
@@ -259,6 +281,7 @@ fn add(
         }
         None => {
             let size = chunk.lines.len();
+            let reads = vec![(size, now_nanos())];
             pending.insert(
                 chunk.file,
                 Pending {
@@ -270,6 +293,7 @@ fn add(
                         acks: vec![chunk.ack],
                         flushed: Instant::now(),
                         backlog: chunk.more,
+                        reads,
                     },
                     due: schedule.due(chunk.file, Instant::now()),
                 },
@@ -289,6 +313,7 @@ mod tests {
         Schedule {
             origin: Instant::now(),
             linger: LINGER,
+            together: false,
         }
     }
 
@@ -353,6 +378,7 @@ mod tests {
         let s = Schedule {
             origin: Instant::now(),
             linger: Duration::ZERO,
+            together: false,
         };
         let since = s.origin + Duration::from_millis(5);
         assert_eq!(s.due(FileKey(3), since), since);

@@ -48,6 +48,11 @@ const BATCHES_CAP: usize = 2 * 1024 * 1024;
 /// together (SPEC §3: "a few MiB"). A drain 25 ms away needs about 4 MB in
 /// flight for 160 MB/s (Little's law); the rest is the batcher's.
 const HELD_CAP: usize = 7 * 1024 * 1024;
+/// With a sink that takes many files per request (OTLP), a request holds
+/// about this many bytes at most (its records, before compression: well
+/// under the 20 MiB an OpenTelemetry Collector takes by default), and the
+/// batcher hands its batches over in messages of this many bytes.
+const REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// Runs logd until SIGTERM/SIGINT and the drain; returns the exit status.
 pub fn run(settings: Settings) -> i32 {
@@ -121,11 +126,13 @@ pub fn run(settings: Settings) -> i32 {
     let hard_stop = Shutdown::new();
     let held = Held::new(HELD_CAP);
     // Local sinks write one request at a time anyway.
-    let max_in_flight = if sink.is_hik8s() {
+    let max_in_flight = if sink.is_hik8s() || sink.is_otlp() {
         settings.upload_concurrency
     } else {
         1
     };
+
+    let bundle = (sink.files_per_request() > 1).then_some(REQUEST_BYTES);
 
     spawn_detached("logd-inotify", &health, move || discovery.run(changes_tx));
     let tailing = spawn(
@@ -155,6 +162,7 @@ pub fn run(settings: Settings) -> i32 {
             linger: settings.batch_linger,
             batches_cap: BATCHES_CAP,
             held: held.clone(),
+            bundle,
         },
         Batcher::run,
     );
@@ -168,6 +176,7 @@ pub fn run(settings: Settings) -> i32 {
             acks: acks_tx,
             hard_stop: hard_stop.clone(),
             metrics: metrics.clone(),
+            bundle,
             held,
             max_in_flight,
             linger: settings.batch_linger,
@@ -230,6 +239,7 @@ fn sink_name(sink: &Sink) -> String {
         Sink::Hik8s(client) => client.base_url().to_string(),
         Sink::Stdout => "stdout".into(),
         Sink::File(file) => format!("file:{}", file.path().display()),
+        Sink::Otlp(client) => format!("otlp:{}", client.url()),
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use logd::{ReadFrom, TailerConfig};
-use shared::config::{CommonConfig, Config, ConfigError, VarSpec};
+use shared::config::{CommonConfig, Config, ConfigError, SinkConfig, VarSpec};
 
 /// What the intake accepts after a line's timestamp (SPEC §1).
 const INTAKE_MESSAGE_MAX: usize = 30_720;
@@ -52,6 +52,10 @@ pub const VARS: &[VarSpec] = &[
         "a pod uid never read (logd's own pod, from the downward API)",
     ),
     VarSpec::new(
+        "NODE_NAME",
+        "the node's name (downward API spec.nodeName): k8s.node.name of the OTLP sink's resources",
+    ),
+    VarSpec::new(
         "LOGD_METRICS_ADDR",
         "address of /metrics, /healthz, /readyz; off disables",
     )
@@ -94,8 +98,16 @@ impl Settings {
     }
 
     pub fn from_config(config: &Config) -> Result<Settings, ConfigError> {
-        let common = config.common().clone();
+        let mut common = config.common().clone();
         let to_intake = common.intake().is_some();
+        if let (SinkConfig::Otlp(otlp), Some(node)) = (&mut common.sink, config.value("NODE_NAME"))
+        {
+            // OTEL_RESOURCE_ATTRIBUTES may name the node itself: it wins.
+            let attributes = &mut otlp.resource_attributes;
+            if !attributes.iter().any(|(key, _)| key == "k8s.node.name") {
+                attributes.insert(0, ("k8s.node.name".into(), node.trim().to_string()));
+            }
+        }
 
         let read_from = match config.string("LOGD_READ_FROM")?.as_str() {
             "beginning" => ReadFrom::Beginning,

@@ -15,20 +15,29 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use logd::LogMeta;
 use shared::intake::{LogMeta as WireMeta, SendError};
+use shared::otlp::{Delivered, logs::LogFile};
 use shared::sink::Sink;
 
-/// One request: `lines[range]` of a batch, whose bytes travel with it and
-/// come back with the answer (a batch has at most one request in flight).
+/// One request: a part of one batch, or (a sink taking many files per
+/// request) of several files' batches.
 pub struct Job {
+    pub parts: Vec<Part>,
+}
+
+/// `lines[range]` of a batch, whose bytes travel with it and come back with
+/// the answer (a batch has at most one request in flight).
+pub struct Part {
     pub batch: u64,
     pub meta: Arc<LogMeta>,
     pub lines: Vec<u8>,
     pub range: Range<usize>,
+    /// See [`super::batcher::Batch::reads`].
+    pub reads: Vec<(usize, u64)>,
 }
 
 pub struct Answer {
     pub job: Job,
-    pub result: Result<(), SendError>,
+    pub result: Result<Delivered, SendError>,
     pub took: Duration,
 }
 
@@ -88,12 +97,22 @@ impl Pool {
 
 /// Sends `job` on the calling thread.
 pub fn send(sink: &Sink, job: Job) -> Answer {
-    let wire = WireMeta {
-        path: &job.meta.intake_path,
-        file: &job.meta.file,
-    };
+    let files: Vec<LogFile> = job
+        .parts
+        .iter()
+        .map(|part| LogFile {
+            meta: WireMeta {
+                path: &part.meta.intake_path,
+                file: &part.meta.file,
+            },
+            lines: &part.lines[part.range.clone()],
+            reads: &part.reads,
+            start: part.range.start,
+        })
+        .collect();
     let started = Instant::now();
-    let result = sink.send_logs(&wire, &job.lines[job.range.clone()]);
+    let result = sink.send_log_files(&files);
+    drop(files);
     Answer {
         took: started.elapsed(),
         job,

@@ -38,7 +38,7 @@ use super::batcher::Batch;
 use super::held::Held;
 use super::limiter::{Limiter, QUEUE_WAIT};
 use super::metrics::Metrics;
-use super::upload_pool::{self, Answer, Job, Pool};
+use super::upload_pool::{self, Answer, Job, Part, Pool};
 
 /// A backlog's batch goes at this size per [`BACKLOG_BATCH_TIME`] of the
 /// intake's response time (see [`backlog_batch`]).
@@ -61,6 +61,9 @@ pub struct Uploader {
     /// `LOGD_BATCH_LINGER_MS`: lines that lingered can wait a tenth of it
     /// for a slot without harm.
     pub linger: Duration,
+    /// The sink takes many files per request (OTLP): a request carries the
+    /// head pieces of the ready files, up to about this many bytes.
+    pub bundle: Option<usize>,
 }
 
 /// A batch whose pieces are not all resolved yet.
@@ -69,6 +72,8 @@ struct Open {
     meta: Arc<LogMeta>,
     /// None while a piece of it is in flight (the bytes travel with it).
     lines: Option<Vec<u8>>,
+    /// See [`Batch::reads`]; travels with the bytes.
+    reads: Vec<(usize, u64)>,
     /// See [`Batch::backlog`].
     backlog: bool,
     bytes: usize,
@@ -90,6 +95,10 @@ struct Piece {
     isolating: bool,
     /// 500s in a row.
     server_errors: u32,
+    /// Goes in a request of its own: it was in a request of several files
+    /// the receiver refused (400, 413), so what it refuses is looked for
+    /// file by file, then line by line.
+    solo: bool,
     /// Between attempts of this piece after 500s.
     backoff: Backoff,
 }
@@ -212,10 +221,9 @@ impl Uploader {
             let Some((file, since)) = state.ready.pop_front() else {
                 break;
             };
-            let job = job(state, file);
-            state.queued_bytes -= job.range.len();
+            let job = self.job(state, file);
             state.in_flight += 1;
-            let patience = if state.open[&job.batch].backlog {
+            let patience = if state.open[&job.parts[0].batch].backlog {
                 QUEUE_WAIT
             } else {
                 (self.linger / 10).max(QUEUE_WAIT)
@@ -238,6 +246,29 @@ impl Uploader {
         true
     }
 
+    /// The request for `file`'s head piece and, if the sink takes many
+    /// files per request, the head pieces of the ready files after it.
+    fn job(&self, state: &mut State, file: FileKey) -> Job {
+        let mut parts = vec![part(state, file)];
+        let Some(limit) = self.bundle else {
+            return Job { parts };
+        };
+        if head(state, file).solo {
+            return Job { parts };
+        }
+        let mut size = request_size(&parts[0]);
+        while size < limit {
+            let Some(at) = state.ready.iter().position(|(f, _)| !head(state, *f).solo) else {
+                break;
+            };
+            let (next, _) = state.ready.remove(at).expect("found above");
+            let next = part(state, next);
+            size += request_size(&next);
+            parts.push(next);
+        }
+        Job { parts }
+    }
+
     fn publish(&self, state: &State) {
         let limit = state.limiter.limit();
         self.held
@@ -254,29 +285,109 @@ impl Uploader {
             .upload_seconds
             .observe(answer.took.as_secs_f64());
         let Answer { job, result, took } = answer;
-        let batch = state.open.get_mut(&job.batch).expect("open batch");
-        batch.lines = Some(job.lines);
-        let file = batch.file;
-        let piece = state
-            .queues
-            .get_mut(&file)
-            .and_then(VecDeque::pop_front)
-            .expect("the answered piece heads its file's queue");
+        let mut pieces: Vec<(FileKey, Piece)> = job
+            .parts
+            .into_iter()
+            .map(|part| {
+                let batch = state.open.get_mut(&part.batch).expect("open batch");
+                batch.lines = Some(part.lines);
+                batch.reads = part.reads;
+                let file = batch.file;
+                let piece = state
+                    .queues
+                    .get_mut(&file)
+                    .and_then(VecDeque::pop_front)
+                    .expect("the answered piece heads its file's queue");
+                (file, piece)
+            })
+            .collect();
         match result {
-            Ok(()) => {
+            Ok(delivered) => {
                 state.successes += 1;
                 state.limiter.on_response(took, now);
                 state.outage.reset();
-                self.metrics.batch("delivered");
-                self.metrics.lines_shipped.inc_by(piece.line_count);
-                self.metrics.bytes_shipped.inc_by(piece.lines.len() as u64);
-                self.resolve(state, piece.batch, file)
+                if delivered.rejected > 0 {
+                    // The receiver took the request and dropped some of
+                    // it: sending it again would not change that.
+                    log::warn!(
+                        "the receiver dropped {} records of a request: {}",
+                        delivered.rejected,
+                        delivered.message
+                    );
+                    self.metrics
+                        .dropped("partial_success", delivered.rejected as usize);
+                }
+                for (file, piece) in pieces {
+                    self.metrics.batch("delivered");
+                    self.metrics.lines_shipped.inc_by(piece.line_count);
+                    self.metrics.bytes_shipped.inc_by(piece.lines.len() as u64);
+                    if !self.resolve(state, piece.batch, file) {
+                        return false;
+                    }
+                }
+                true
             }
+            Err(error) if pieces.len() > 1 => self.on_bundle_failure(state, pieces, &error, now),
             Err(error) => {
+                let (file, piece) = pieces.pop().expect("a job has a part");
                 let next = self.on_failure(state, piece, &error, took, now);
                 self.follow(state, file, next)
             }
         }
+    }
+
+    /// A request of several files failed: all wait (an outage), all go
+    /// again one by one to find what the receiver refuses (400, 413), or
+    /// all are dropped (refused for good). False when the parse thread is
+    /// gone.
+    fn on_bundle_failure(
+        &self,
+        state: &mut State,
+        pieces: Vec<(FileKey, Piece)>,
+        error: &SendError,
+        now: Instant,
+    ) -> bool {
+        match error {
+            SendError::Retryable { retry_after, .. } => {
+                state.limiter.on_overload(now);
+                let wait = state.outage.next_delay(*retry_after);
+                self.hold(state, now + wait);
+                self.metrics.retries.inc();
+                log::warn!(
+                    "sending {} files' lines failed ({error}); retrying in {wait:?}",
+                    pieces.len()
+                );
+            }
+            SendError::TooLarge | SendError::Rejected { .. } => {
+                self.metrics.batch("split");
+                log::info!(
+                    "the receiver refuses a request of {} files ({error}); sending them one by one",
+                    pieces.len()
+                );
+            }
+            SendError::Refused { .. } => {
+                log::error!(
+                    "the receiver refuses a request of {} files for good ({error}); dropped",
+                    pieces.len()
+                );
+                for (file, piece) in pieces {
+                    self.metrics.batch("rejected");
+                    self.metrics.dropped("refused", piece.line_count as usize);
+                    if !self.resolve(state, piece.batch, file) {
+                        return false;
+                    }
+                }
+                return true;
+            }
+        }
+        let solo = !error.is_retryable();
+        for (file, mut piece) in pieces.into_iter().rev() {
+            piece.solo |= solo;
+            if !self.follow(state, file, (piece, Next::Again)) {
+                return false;
+            }
+        }
+        true
     }
 
     /// What to do with `piece` after `error`.
@@ -298,6 +409,17 @@ impl Uploader {
                 let answer = format!("{status}: {body_start}");
                 let next = self.split_or_drop(state, &piece, &meta, "rejected", &answer, false);
                 (piece, next)
+            }
+            SendError::Refused { .. } => {
+                log::error!(
+                    "the receiver refuses {} lines of {}/{} for good ({error}); dropped",
+                    piece.line_count,
+                    meta.intake_path,
+                    meta.file
+                );
+                self.metrics.batch("rejected");
+                self.metrics.dropped("refused", piece.line_count as usize);
+                (piece, Next::Drop)
             }
             SendError::Retryable { status, .. } if *status == Some(500) => {
                 state.limiter.on_response(took, now);
@@ -495,18 +617,33 @@ fn sibling_untried(state: &State, piece: &Piece) -> bool {
         .is_some_and(|next| next.batch == piece.batch && next.server_errors == 0)
 }
 
-/// The request for `file`'s head piece, which takes its batch's bytes along.
-fn job(state: &mut State, file: FileKey) -> Job {
-    let piece = state.queues[&file]
+fn head(state: &State, file: FileKey) -> &Piece {
+    state.queues[&file]
         .front()
-        .expect("a ready file has a piece");
-    let batch = state.open.get_mut(&piece.batch).expect("open batch");
-    Job {
-        batch: piece.batch,
+        .expect("a ready file has a piece")
+}
+
+/// `file`'s head piece for a request, which takes its batch's bytes along.
+fn part(state: &mut State, file: FileKey) -> Part {
+    let piece = head(state, file);
+    let (id, range) = (piece.batch, piece.lines.clone());
+    state.queued_bytes -= range.len();
+    let batch = state.open.get_mut(&id).expect("open batch");
+    Part {
+        batch: id,
         meta: batch.meta.clone(),
         lines: batch.lines.take().expect("one piece of a batch in flight"),
-        range: piece.lines.clone(),
+        reads: std::mem::take(&mut batch.reads),
+        range,
     }
+}
+
+/// About what `part` adds to an OTLP request: its lines, and per line the
+/// record's framing, times and attributes (the file's path among them).
+fn request_size(part: &Part) -> usize {
+    let lines = &part.lines[part.range.clone()];
+    let path = part.meta.intake_path.len() + part.meta.file.len() + 1;
+    lines.len() + count_lines(lines) as usize * (96 + path)
 }
 
 /// Registers a new batch as one piece at the end of its file's queue.
@@ -520,6 +657,7 @@ fn take(state: &mut State, batch: Batch) {
             file: batch.file,
             meta: batch.meta,
             lines: Some(batch.lines),
+            reads: batch.reads,
             backlog: batch.backlog,
             bytes: len,
             acks: batch.acks,
@@ -540,6 +678,7 @@ fn take(state: &mut State, batch: Batch) {
         isolating: false,
         server_errors: 0,
         backoff: Backoff::new(),
+        solo: false,
     });
 }
 
@@ -578,6 +717,7 @@ fn split(piece: &Piece, lines: &[u8], isolating: bool, successes: u64) -> Option
         isolating,
         server_errors: 0,
         backoff: Backoff::new(),
+        solo: true,
     };
     Some((
         half(piece.lines.start..cut, first_count),

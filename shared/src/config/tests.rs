@@ -511,3 +511,120 @@ fn a_malformed_dotenv_is_an_error() {
         .expect_err("malformed .env");
     assert_eq!(error.var(), Some(".env"));
 }
+
+fn otlp_of(env: &[(&str, &str)]) -> OtlpConfig {
+    match parse(env, &[]).expect("valid").common().sink.clone() {
+        SinkConfig::Otlp(otlp) => otlp,
+        other => panic!("not the OTLP sink: {other:?}"),
+    }
+}
+
+#[test]
+fn an_otlp_endpoint_alone_makes_the_otlp_sink_with_the_sdk_defaults() {
+    let otlp = otlp_of(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")]);
+    assert_eq!(otlp.url, "http://collector:4318/v1/logs");
+    assert_eq!(otlp.format, crate::otlp::encode::Format::Protobuf);
+    assert!(!otlp.gzip);
+    assert_eq!(otlp.timeout, Duration::from_secs(10));
+    assert!(otlp.headers.is_empty() && otlp.resource_attributes.is_empty());
+    // Named without an endpoint: the SDK's default one.
+    let otlp = otlp_of(&[("HIK8S_SINK", "otlp")]);
+    assert_eq!(otlp.url, "http://localhost:4318/v1/logs");
+    // An intake URL still makes the hik8s sink the default.
+    let config = parse(
+        &[
+            ("HIK8S_URL", "https://intake.example"),
+            ("HIK8S_TOKEN", TOKEN),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+        ],
+        &[],
+    )
+    .expect("valid");
+    assert!(matches!(config.common().sink, SinkConfig::Hik8s(_)));
+}
+
+#[test]
+fn the_logs_variables_win_over_the_general_ones() {
+    let otlp = otlp_of(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+        (
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+            "http://loki:3100/otlp/v1/logs",
+        ),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-general=1"),
+        (
+            "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+            "Authorization=Bearer%20made-up, X-Scope-OrgID=tenant%2C1",
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/json"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "none"),
+        ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "gzip"),
+        ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "2500"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "k8s.cluster.name=prod,deployment.environment=eu%20west",
+        ),
+    ]);
+    assert_eq!(otlp.url, "http://loki:3100/otlp/v1/logs");
+    let headers: Vec<(&str, &str)> = otlp
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose()))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            ("Authorization", "Bearer made-up"),
+            ("X-Scope-OrgID", "tenant,1")
+        ]
+    );
+    assert_eq!(otlp.format, crate::otlp::encode::Format::Json);
+    assert!(otlp.gzip);
+    assert_eq!(otlp.timeout, Duration::from_millis(2500));
+    assert_eq!(
+        otlp.resource_attributes,
+        [
+            ("k8s.cluster.name".to_string(), "prod".to_string()),
+            ("deployment.environment".to_string(), "eu west".to_string())
+        ]
+    );
+    // Header values are secrets: not in the configuration's Debug.
+    assert!(!format!("{otlp:?}").contains("made-up"));
+}
+
+#[test]
+fn bad_otlp_values_name_their_variable() {
+    let otlp = |more: &[(&'static str, &'static str)]| with(&[("HIK8S_SINK", "otlp")], more);
+    for (var, value, says) in [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "URL"),
+        ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "ftp://x/v1/logs", "URL"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "Authorization", "key=value"),
+        ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "=x", "no key"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "not supported"),
+        (
+            "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+            "http/xml",
+            "http/protobuf",
+        ),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd", "gzip or none"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon", "duration"),
+        ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "0", "more than 0"),
+        (
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "/nonexistent/ca.pem",
+            "ca.pem",
+        ),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "k8s.cluster.name=%FF",
+            "URL-encoded",
+        ),
+    ] {
+        let (named, line) = error_of(&otlp(&[(var, value)]), &[]);
+        assert_eq!(named, var, "{line}");
+        assert!(line.contains(says), "{line}");
+    }
+    let (named, _) = error_of(&[("HIK8S_SINK", "opentelemetry")], &[]);
+    assert_eq!(named, "HIK8S_SINK");
+}

@@ -1,5 +1,5 @@
 //! `test-intake [--port N] [--count-only] [--interval-ms N] [--latency]
-//! [--delay-ms N]`:
+//! [--delay-ms N] [--otlp-answer 200|204|partial:N]`:
 //! runs the test intake server for benchmarks and for trying the daemons by
 //! hand.
 //!
@@ -14,14 +14,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use testkit::intake::{CLIENT_ID, CLIENT_SECRET, Faults, Intake, IntakeOptions, STATIC_TOKEN};
+use testkit::intake::{
+    CLIENT_ID, CLIENT_SECRET, Faults, Intake, IntakeOptions, OtlpAnswer, STATIC_TOKEN,
+};
 
 const USAGE: &str = "usage: test-intake [--port N] [--count-only] [--interval-ms N] [--latency]
-                   [--delay-ms N]
+                   [--delay-ms N] [--otlp-answer 200|204|partial:N]
 
-Runs the test HiK8s intake server on 127.0.0.1.
+Runs the test HiK8s intake server on 127.0.0.1, with an OTLP/HTTP logs
+receiver at /v1/logs (and any path ending in /v1/logs; no token needed).
   --port N          listen on port N (default: a free port)
-  --count-only      count /logs lines without storing them (benchmarks)
+  --count-only      count /logs lines and OTLP records without storing them
+                    (benchmarks)
   --interval-ms N   print the counters at most every N ms (default 1000)
   --latency         measure the end-to-end latency of /logs lines: the time
                     each line was received minus the time in its timestamp,
@@ -29,12 +33,17 @@ Runs the test HiK8s intake server on 127.0.0.1.
                     lines stored, so not with --count-only). A line `reset`
                     on stdin starts the measurement afresh: lines received
                     until then are not counted.
-  --delay-ms N      answer each data request (/logs, /raw, the JSON routes)
-                    N ms after it was received, as a distant intake would;
-                    concurrent requests are delayed independently (default 0)
+  --delay-ms N      answer each data request (/logs, /raw, the JSON routes,
+                    /v1/logs) N ms after it was received, as a distant intake
+                    would; concurrent requests are delayed independently
+                    (default 0)
+  --otlp-answer A   how accepted OTLP exports are answered: 200 (an empty
+                    ExportLogsServiceResponse, the default), 204 (no body,
+                    as Loki answers) or partial:N (200 with partial_success
+                    saying N records were rejected)
 
 Counters line (stderr): log lines N  log bytes N  raw lines N  raw bytes N
-  max in flight N  requests by status S:N ...  at UNIX_SECONDS
+  otlp records N  max in flight N  requests by status S:N ...  at UNIX_SECONDS
 (max in flight: the most data requests handled at once so far)
 Latency line (stderr): latency ms  lines N  p50 X  p99 X  max X  unparsed N
 
@@ -51,6 +60,7 @@ struct Args {
     interval: Duration,
     latency: bool,
     delay: Duration,
+    otlp_answer: OtlpAnswer,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -60,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
         interval: Duration::from_secs(1),
         latency: false,
         delay: Duration::ZERO,
+        otlp_answer: OtlpAnswer::Ok200,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
@@ -85,6 +96,12 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|_| format!("--delay-ms: not a number of ms: {value:?}"))?;
                 args.delay = Duration::from_millis(ms);
             }
+            "--otlp-answer" => {
+                let value = argv.next().ok_or("--otlp-answer needs a value")?;
+                args.otlp_answer = parse_otlp_answer(&value).ok_or_else(|| {
+                    format!("--otlp-answer: not 200, 204 or partial:N: {value:?}")
+                })?;
+            }
             "--count-only" => args.count_only = true,
             "--latency" => args.latency = true,
             "-h" | "--help" => return Err(String::new()),
@@ -95,6 +112,20 @@ fn parse_args() -> Result<Args, String> {
         return Err("--latency needs the lines: not with --count-only".into());
     }
     Ok(args)
+}
+
+fn parse_otlp_answer(value: &str) -> Option<OtlpAnswer> {
+    match value {
+        "200" => Some(OtlpAnswer::Ok200),
+        "204" => Some(OtlpAnswer::NoContent204),
+        _ => {
+            let rejected = value.strip_prefix("partial:")?.parse().ok()?;
+            Some(OtlpAnswer::PartialSuccess {
+                rejected,
+                message: format!("test-intake --otlp-answer {value}"),
+            })
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -119,6 +150,7 @@ fn main() -> ExitCode {
         latency: args.delay,
         ..Faults::default()
     });
+    intake.set_otlp_answer(args.otlp_answer);
     println!("listening on {}", intake.url());
     let _ = std::io::stdout().flush();
     eprintln!(
@@ -166,11 +198,12 @@ fn counters(intake: &Intake) -> String {
         .map(|(status, count)| format!("{status}:{count}"))
         .collect();
     format!(
-        "log lines {}  log bytes {}  raw lines {}  raw bytes {}  max in flight {}  requests by status {}",
+        "log lines {}  log bytes {}  raw lines {}  raw bytes {}  otlp records {}  max in flight {}  requests by status {}",
         intake.log_line_count(),
         intake.log_byte_count(),
         intake.raw_lines(),
         intake.raw_bytes(),
+        intake.otlp_record_count(),
         intake.max_in_flight(),
         statuses.join(" ")
     )
@@ -348,6 +381,18 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_the_otlp_answers() {
+        assert_eq!(parse_otlp_answer("200"), Some(OtlpAnswer::Ok200));
+        assert_eq!(parse_otlp_answer("204"), Some(OtlpAnswer::NoContent204));
+        assert!(matches!(
+            parse_otlp_answer("partial:3"),
+            Some(OtlpAnswer::PartialSuccess { rejected: 3, .. })
+        ));
+        assert_eq!(parse_otlp_answer("partial:x"), None);
+        assert_eq!(parse_otlp_answer("500"), None);
+    }
 
     #[test]
     fn parses_the_utc_stamps_logd_sends() {

@@ -30,6 +30,11 @@ impl RequestHead {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every header, as received.
+    pub(crate) fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
     /// Whether the client allows the connection to stay open after this
     /// request.
     pub(crate) fn wants_keep_alive(&self) -> bool {
@@ -187,12 +192,15 @@ impl Conn {
         let mut out = Vec::with_capacity(256 + response.body.len());
         write!(
             out,
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\n",
             response.status,
             reason(response.status),
             response.content_type,
-            response.body.len()
         )?;
+        // A 204 has no body, and no Content-Length (RFC 9110 §8.6).
+        if response.status != 204 {
+            write!(out, "Content-Length: {}\r\n", response.body.len())?;
+        }
         if let Some(secs) = response.retry_after_secs {
             write!(out, "Retry-After: {secs}\r\n")?;
         }
@@ -200,7 +208,9 @@ impl Conn {
             out.extend_from_slice(b"Connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&response.body);
+        if response.status != 204 {
+            out.extend_from_slice(&response.body);
+        }
         self.stream.write_all(&out)?;
         self.stream.flush()
     }
@@ -353,11 +363,13 @@ fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         502 => "Bad Gateway",

@@ -1,14 +1,18 @@
 //! Which route answers a request, and how: authentication, faults, size
-//! limits, validation and rejections, in the backend's order.
+//! limits, validation and rejections, in the backend's order. The OTLP
+//! route (`otlp.rs`) takes the same faults and limits, without the token.
 
 use std::time::Duration;
 
 use super::http::{Body, RequestHead, Response};
 use super::logs::parse_logs_request;
+use super::otlp::{self, is_otlp_path};
 use super::records::{JsonRoute, json_route, parse_records};
 use super::store::Delivery;
 use super::token::{check_token_request, media_type, token_response};
-use super::{Faults, LogBatch, MAX_JSON_BODY_BYTES, MAX_LOGS_BODY_BYTES, Shared};
+use super::{
+    Faults, LogBatch, MAX_JSON_BODY_BYTES, MAX_LOGS_BODY_BYTES, MAX_OTLP_BODY_BYTES, Shared,
+};
 
 /// `/raw` bodies are only counted; this only bounds memory.
 const MAX_RAW_BODY_BYTES: usize = 256 * 1024 * 1024;
@@ -36,6 +40,7 @@ pub(crate) fn body_limit(path: &str) -> usize {
     match path {
         "/logs" => MAX_LOGS_BODY_BYTES,
         "/raw" => MAX_RAW_BODY_BYTES,
+        path if is_otlp_path(path) => MAX_OTLP_BODY_BYTES,
         _ => MAX_JSON_BODY_BYTES,
     }
 }
@@ -44,7 +49,9 @@ pub(crate) fn body_limit(path: &str) -> usize {
 /// counts.
 pub(crate) fn is_data_route(head: &RequestHead) -> bool {
     head.method == "POST"
-        && (matches!(head.path.as_str(), "/logs" | "/raw") || json_route(&head.path).is_some())
+        && (matches!(head.path.as_str(), "/logs" | "/raw")
+            || json_route(&head.path).is_some()
+            || is_otlp_path(&head.path))
 }
 
 /// Answers a request with `faults`, those in force when its head arrived.
@@ -54,6 +61,11 @@ pub(crate) fn handle(shared: &Shared, head: &RequestHead, faults: &Faults, body:
         ("POST", "/oauth2/token") => Outcome::answer(issue_token(shared, head, body)),
         ("POST", "/logs") => data_request(shared, head, faults, body, logs),
         ("POST", "/raw") => data_request(shared, head, faults, body, |_, _, body| Ok(raw(body))),
+        // No token: OTLP receivers take whatever headers the sender is
+        // configured with, which `otlp` records.
+        ("POST", path) if is_otlp_path(path) => {
+            faulted(faults, body, |body| otlp::export(shared, head, body))
+        }
         ("POST", path) => match json_route(path) {
             // Like the backend's routes, these match only JSON bodies.
             Some(route) if is_json(head) => {
@@ -95,9 +107,9 @@ fn issue_token(shared: &Shared, head: &RequestHead, body: Body) -> Response {
     Response::json(200, token_response(&token, expires_in))
 }
 
-/// Answers a data route: authentication, then faults, then the size limit,
-/// then `handler`, which turns the body into something to store or into the
-/// error answer.
+/// Answers a data route of the intake's own: authentication, then
+/// [`faulted`] with `handler`, which turns the body into something to store
+/// (answered 200 `Success`) or into the error answer.
 fn data_request(
     shared: &Shared,
     head: &RequestHead,
@@ -111,14 +123,28 @@ fn data_request(
             "missing, unknown or expired bearer token",
         ));
     }
+    faulted(faults, body, |body| {
+        let delivery = handler(shared, head, body)?;
+        Ok((Response::text(200, "Success"), delivery))
+    })
+}
+
+/// Faults, then the size limit, then `handler`, which answers the body and
+/// says what it delivers if that answer is a 2xx. Every data route goes
+/// through here, so injected faults and latency apply to all alike.
+fn faulted(
+    faults: &Faults,
+    body: Body,
+    handler: impl FnOnce(Vec<u8>) -> Result<(Response, Delivery), Response>,
+) -> Outcome {
     let (response, delivery) = match (injected_fault(faults), body) {
         (Some(response), _) => (response, None),
         (None, Body::TooLarge { len }) => (
             Response::text(413, format!("body of {len} bytes is too large")),
             None,
         ),
-        (None, Body::Complete(body)) => match handler(shared, head, body) {
-            Ok(delivery) => (Response::text(200, "Success"), Some(delivery)),
+        (None, Body::Complete(body)) => match handler(body) {
+            Ok((response, delivery)) => (response, Some(delivery)),
             Err(response) => (response, None),
         },
     };

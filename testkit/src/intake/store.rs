@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
+use super::otlp::OtlpRequest;
 use super::{LogBatch, RequestLog};
 
 /// The JSON routes' record kinds, named as in [`super::Intake::records`].
@@ -18,6 +19,7 @@ pub(crate) struct Store {
     log_bytes: AtomicU64,
     raw_lines: AtomicU64,
     raw_bytes: AtomicU64,
+    otlp_records: AtomicU64,
 }
 
 #[derive(Default)]
@@ -26,6 +28,7 @@ struct Received {
     /// Indexed like [`RECORD_ROUTES`].
     records: [Vec<Value>; 3],
     dropped_records: usize,
+    otlp_requests: Vec<OtlpRequest>,
     requests: Vec<RequestLog>,
     status_counts: BTreeMap<u16, u64>,
 }
@@ -46,6 +49,11 @@ pub(crate) enum Delivery {
     Raw {
         lines: u64,
         bytes: u64,
+    },
+    Otlp {
+        /// `None` with `count_only`.
+        request: Option<OtlpRequest>,
+        records: u64,
     },
 }
 
@@ -85,6 +93,12 @@ impl Store {
                 self.raw_lines.fetch_add(lines, Ordering::Relaxed);
                 self.raw_bytes.fetch_add(bytes, Ordering::Relaxed);
             }
+            Delivery::Otlp { request, records } => {
+                if let Some(request) = request {
+                    self.lock().otlp_requests.push(request);
+                }
+                self.otlp_records.fetch_add(records, Ordering::Relaxed);
+            }
         }
     }
 
@@ -112,6 +126,14 @@ impl Store {
 
     pub(crate) fn status_counts(&self) -> BTreeMap<u16, u64> {
         self.lock().status_counts.clone()
+    }
+
+    pub(crate) fn otlp_requests(&self) -> Vec<OtlpRequest> {
+        self.lock().otlp_requests.clone()
+    }
+
+    pub(crate) fn otlp_record_count(&self) -> u64 {
+        self.otlp_records.load(Ordering::Relaxed)
     }
 
     pub(crate) fn log_line_count(&self) -> u64 {

@@ -1,0 +1,115 @@
+//! logd's lines as OpenTelemetry log records, in the shape the Collector's
+//! filelog receiver gives them with its `container` parser (so dashboards
+//! built for it work unchanged): a `ResourceLogs` per log file with the
+//! `k8s.*` resource attributes of its path, and per line a record with the
+//! CRI time, the message as a string body, `log.iostream` and
+//! `log.file.path`.
+
+use std::time::UNIX_EPOCH;
+
+use super::encode::{Encoder, Record, Value};
+use crate::intake::LogMeta;
+use crate::sink::{PodPath, split_cri};
+
+/// One file's lines, as logd hands them to every sink: CRI `F` lines
+/// (`<RFC3339Nano UTC>Z <stream> F <message>`), each ending with `\n`.
+#[derive(Debug, Clone, Copy)]
+pub struct LogFile<'a> {
+    pub meta: LogMeta<'a>,
+    pub lines: &'a [u8],
+    /// When the lines were read: `(end, unix nanos)` per read, in order,
+    /// `end` being where that read's lines end, counted from `lines[0]`
+    /// minus `start`. Lines past the last entry take the last time; none:
+    /// the time of sending.
+    pub reads: &'a [(usize, u64)],
+    /// Where `lines` starts in the frame of `reads` (a part of a batch).
+    pub start: usize,
+}
+
+/// Writes `file`'s lines into `request` as one resource.
+pub fn encode_file(request: &mut Encoder, file: &LogFile) {
+    let pod = PodPath::parse(file.meta.path);
+    let restarts = restart_count(file.meta.file);
+    let mut resource = vec![
+        ("k8s.namespace.name", Value::Str(pod.namespace)),
+        ("k8s.pod.name", Value::Str(pod.pod)),
+        ("k8s.pod.uid", Value::Str(pod.pod_uid)),
+        ("k8s.container.name", Value::Str(pod.container)),
+    ];
+    if let Some(restarts) = restarts {
+        resource.push(("k8s.container.restart_count", Value::Int(restarts)));
+    }
+    request.reserve(file.lines.len() * 2);
+    request.begin_resource(&resource);
+    let path = format!("{}/{}", file.meta.path, file.meta.file);
+    let now = unix_nanos(std::time::SystemTime::now());
+    let mut reads = file.reads.iter().peekable();
+    let mut offset = file.start;
+    for line in file.lines.split_inclusive(|&b| b == b'\n') {
+        if line.last() != Some(&b'\n') {
+            break; // unterminated: not a line yet, as the intake does
+        }
+        while reads.peek().is_some_and(|(end, _)| *end <= offset) && reads.len() > 1 {
+            reads.next();
+        }
+        let observed = reads.peek().map_or(now, |(_, at)| *at);
+        offset += line.len();
+        let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+        let (time, stream, message) = split_cri(&text);
+        request.record(&Record {
+            time_unix_nano: parse_time(time).unwrap_or(0),
+            observed_time_unix_nano: observed,
+            severity_number: 0,
+            severity_text: "",
+            body: Value::Str(message),
+            attributes: &[
+                ("log.iostream", Value::Str(stream)),
+                ("log.file.path", Value::Str(&path)),
+            ],
+        });
+    }
+    request.end_resource();
+}
+
+/// `<restarts>.log` (or a rotated `<restarts>.log.<date>`): kubelet names a
+/// container's log files by its restart count.
+fn restart_count(file: &str) -> Option<i64> {
+    let digits = file.split('.').next()?;
+    digits.parse().ok()
+}
+
+/// An RFC 3339 time (as logd writes them: UTC, 1 to 9 fraction digits) in
+/// nanoseconds since the epoch.
+fn parse_time(time: &str) -> Option<u64> {
+    humantime::parse_rfc3339(time).ok().map(unix_nanos)
+}
+
+pub fn unix_nanos(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_keep_their_nanoseconds() {
+        assert_eq!(
+            parse_time("2024-11-18T08:59:45.123456789Z"),
+            Some(1_731_920_385_123_456_789)
+        );
+        assert_eq!(
+            parse_time("2024-11-18T08:59:45.5Z"),
+            Some(1_731_920_385_500_000_000)
+        );
+        assert_eq!(parse_time("not a time"), None);
+    }
+
+    #[test]
+    fn the_restart_count_is_the_file_name() {
+        assert_eq!(restart_count("0.log"), Some(0));
+        assert_eq!(restart_count("12.log.20241118-085945"), Some(12));
+        assert_eq!(restart_count("app.log"), None);
+    }
+}
