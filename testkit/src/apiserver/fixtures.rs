@@ -76,10 +76,13 @@ fn upsert(server: &ApiServer, mut obj: Value) -> bool {
     // Recorded uids are placeholders shared by unrelated objects.
     meta.remove("uid");
     meta.remove("resourceVersion");
-    if server
-        .get(&api_version, &kind, ns.as_deref(), &name)
-        .is_some()
-    {
+    if let Some(current) = server.get(&api_version, &kind, ns.as_deref(), &name) {
+        // The recorded object wins, whatever was stored (a replace of some
+        // kinds, Leases, must name the version it replaces).
+        meta.insert(
+            "resourceVersion".into(),
+            current["metadata"]["resourceVersion"].clone(),
+        );
         server.replace(obj);
     } else {
         server.create(obj);

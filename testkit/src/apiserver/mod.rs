@@ -49,18 +49,45 @@
 //!   DELETE (immediate; returns the object). The server sets `uid`,
 //!   `creationTimestamp`, `generation` (bumped on `spec` changes) and
 //!   `resourceVersion` (one global counter).
+//! - Errors: a `Status` body with the real server's fields in its order
+//!   (`{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+//!   "message":...,"reason":...,"details":{"name","group","kind"},"code":...}`),
+//!   e.g. 404 `NotFound` `leases.coordination.k8s.io "x" not found`, 409
+//!   `AlreadyExists` and `Conflict` (`Operation cannot be fulfilled on ...:
+//!   the object has been modified; ...`), 422 `Invalid` with
+//!   `details.causes`, 400 `BadRequest`; a path that names no resource:
+//!   `the server could not find the requested resource`, `"details":{}`.
+//! - Leases (`coordination.k8s.io/v1`), typed as the real server types
+//!   them, for leader election: the body is decoded first, and a
+//!   `spec.acquireTime`/`renewTime` that is not Go's RFC3339Micro (RFC 3339
+//!   with exactly six fractional digits, `Z` or a `±hh:mm` offset) or a
+//!   `spec` field of the wrong JSON type (`holderIdentity` a string,
+//!   `leaseDurationSeconds`/`leaseTransitions` int32) gets 400 BadRequest
+//!   `Lease in version "v1" cannot be handled as a Lease: parsing time ...`
+//!   (a PATCH whose result does not decode: 422, as the real patch handler
+//!   answers); MicroTimes are served back in UTC (`.000000Z`), a missing
+//!   `spec` as `{}`. A replace must carry `metadata.resourceVersion` (422
+//!   `leases.coordination.k8s.io "x" is invalid: metadata.resourceVersion:
+//!   Invalid value: 0x0: must be specified for an update`); a PUT of a
+//!   missing Lease creates it (201); `leaseDurationSeconds` <= 0 and
+//!   `leaseTransitions` < 0 are 422 `Lease.coordination.k8s.io "x" is
+//!   invalid: ...`.
 //! - Test controls on [`ApiServer`]: compact, end watches cleanly or break
 //!   their connections, freeze watch delivery, forbid a resource (403
-//!   Status for get, list and watch), and a log of every request.
+//!   Status for get, list and watch), cut a Lease holder off as a network
+//!   partition would (its Lease writes get no answer:
+//!   [`ApiServer::refuse_lease_writes_from`]), and a log of every request.
 //!
 //! # Not implemented
 //! Authentication and authorization (any or no token is accepted), YAML,
 //! protobuf and Table responses (kubectl prints plain lists itself),
 //! server-side apply, `dryRun`, `deletecollection`, graceful deletion and
 //! finalizers, namespace existence checks, schema validation and defaulting
-//! (`fieldValidation` is accepted and ignored), OpenAPI schemas (`/openapi/v3`
-//! only declares the PATCH operations, which lets kubectl apply leave
-//! validation to the server; `/openapi/v2` is 404), subresources other than
+//! other than the Leases' above (`fieldValidation` is accepted and ignored;
+//! unknown fields are kept), metadata validation (names, labels), OpenAPI
+//! schemas (`/openapi/v3` only declares the PATCH operations, which lets
+//! kubectl apply leave validation to the server; `/openapi/v2` is 404),
+//! the UID precondition of a replace, subresources other than
 //! `status` (which reads and writes the whole object), the deprecated
 //! `/watch/` paths, HTTP/2, TLS. History is kept until [`ApiServer::compact`].
 //! A watch whose client vanished is noticed at its next write.
@@ -69,7 +96,9 @@ mod catalog;
 mod discovery;
 mod fixtures;
 mod http;
+mod lease;
 mod meta;
+mod microtime;
 mod openapi;
 mod patch;
 mod routes;
@@ -99,7 +128,9 @@ pub struct ApiRequest {
     pub path: String,
     /// The raw query string, without `?` (empty if none).
     pub query: String,
-    /// The HTTP status answered (200 for watches, even expired ones).
+    /// The HTTP status answered (200 for watches, even expired ones); 0
+    /// for a Lease write left unanswered
+    /// ([`ApiServer::refuse_lease_writes_from`]).
     pub status: u16,
 }
 
@@ -213,8 +244,9 @@ users:
     }
 
     /// Replaces an object (matched by kind, namespace and name); a
-    /// non-empty `metadata.resourceVersion` must be the current one.
-    /// Returns the stored object. Panics if it does not exist.
+    /// non-empty `metadata.resourceVersion` must be the current one (a
+    /// Lease must have one). Returns the stored object. Panics if it does
+    /// not exist.
     pub fn replace(&self, obj: Value) -> Value {
         let (api_version, kind) = type_of(&obj);
         let name = obj
@@ -329,6 +361,51 @@ users:
         } else {
             set.remove(resource);
         }
+    }
+
+    /// Cuts Lease holder `holder` off from the server, as a network
+    /// partition would: from now on every create, replace or patch (POST,
+    /// PUT, PATCH) of a Lease that would leave `spec.holderIdentity` =
+    /// `holder` (a renewal, or a take-over by it), or that clears the holder
+    /// of a Lease `holder` holds (its release), gets no answer at all. The
+    /// server reads the request, does not apply it, and keeps the connection
+    /// open and silent until the client gives up (its timeout) and closes
+    /// it, or until [`ApiServer::allow_lease_writes_from`], which closes it
+    /// without an answer. So the client sees what a black-holed request
+    /// looks like, a timeout, not a refusal it could act on: the leader must
+    /// notice by its own renew deadline that it can no longer renew, and step
+    /// down. Each such request is logged with status 0 in
+    /// [`ApiServer::requests`].
+    ///
+    /// The server tells clients apart only by the holder named in a Lease
+    /// body, so everything else the partitioned client sends (reads of the
+    /// Lease, watches, writes of other objects) still works, as if only its
+    /// writes were lost. Writes through this `ApiServer`'s own helpers
+    /// (`create`, `replace`, ...) are the test's own and always go through.
+    pub fn refuse_lease_writes_from(&self, holder: &str) {
+        self.shared()
+            .partition
+            .lock()
+            .expect("partition lock")
+            .refused
+            .insert(holder.to_string());
+    }
+
+    /// Heals the partition of [`ApiServer::refuse_lease_writes_from`]:
+    /// `holder`'s Lease writes are served again. Its writes still waiting
+    /// for an answer are never applied: their connections are closed now,
+    /// without an answer.
+    pub fn allow_lease_writes_from(&self, holder: &str) {
+        self.shared()
+            .partition
+            .lock()
+            .expect("partition lock")
+            .allow(holder);
+    }
+
+    /// The Lease `ns/name` as stored (`coordination.k8s.io/v1`), if any.
+    pub fn lease(&self, ns: &str, name: &str) -> Option<Value> {
+        self.get("coordination.k8s.io/v1", "Lease", Some(ns), name)
     }
 
     /// How often watches that asked for bookmarks get one (default 5 s).

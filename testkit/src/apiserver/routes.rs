@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::catalog::ResourceType;
 use super::discovery;
 use super::http::Request;
+use super::lease;
 use super::openapi;
 use super::patch;
 use super::select::Selector;
@@ -85,15 +86,19 @@ fn resource_route<'a>(group: &'a str, version: &'a str, rest: &[&'a str]) -> Rou
 pub(crate) enum Reply {
     /// A whole JSON body with this status code.
     Json(u16, Value),
+    /// An error: its `Status`, with its code.
+    Status(ApiError),
     /// An aggregated discovery document (200, its own media type).
     AggregatedDiscovery(Value),
     /// A watch stream.
     Watch(Box<WatchPlan>),
+    /// No answer at all: a Lease write of a holder the test cut off.
+    Unanswered { holder: String },
 }
 
 impl From<ApiError> for Reply {
     fn from(e: ApiError) -> Reply {
-        Reply::Json(e.code, e.to_status())
+        Reply::Status(e)
     }
 }
 
@@ -194,6 +199,9 @@ fn resource(shared: &Shared, req: &Request, path: ResourcePath) -> Result<Reply,
         }
         ("POST", None) => {
             let body = json_body(req)?;
+            if let Some(holder) = refused_holder(shared, &t, ns, None, &body) {
+                return Ok(Reply::Unanswered { holder });
+            }
             let obj = shared
                 .store
                 .lock()
@@ -203,17 +211,38 @@ fn resource(shared: &Shared, req: &Request, path: ResourcePath) -> Result<Reply,
         }
         ("PUT", Some(name)) => {
             let body = json_body(req)?;
-            let obj = shared
+            if let Some(holder) = refused_holder(shared, &t, ns, Some(name), &body) {
+                return Ok(Reply::Unanswered { holder });
+            }
+            let (obj, created) = shared
                 .store
                 .lock()
                 .expect("store lock")
-                .replace(&t, ns, name, body)?;
-            Ok(Reply::Json(200, present(&t, version, &obj)))
+                .put(&t, ns, name, body)?;
+            let code = if created { 201 } else { 200 };
+            Ok(Reply::Json(code, present(&t, version, &obj)))
         }
         ("PATCH", Some(name)) => {
             let body: Value = serde_json::from_slice(&req.body)
                 .map_err(|e| ApiError::bad_request(format!("the patch is not JSON: {e}")))?;
             let content_type = req.content_type().to_string();
+            if lease::is_lease(&t) {
+                // Judge the Lease as the patch would leave it.
+                let stored = shared.store.lock().expect("store lock").get(&t, ns, name);
+                let patched = match stored {
+                    Ok(stored) => {
+                        let mut obj = (*stored).clone();
+                        patch::apply(&content_type, &mut obj, &body).map(|()| obj)
+                    }
+                    Err(_) => Ok(body.clone()),
+                };
+                if let Some(holder) = patched
+                    .ok()
+                    .and_then(|obj| refused_holder(shared, &t, ns, Some(name), &obj))
+                {
+                    return Ok(Reply::Unanswered { holder });
+                }
+            }
             let obj = shared
                 .store
                 .lock()
@@ -231,6 +260,43 @@ fn resource(shared: &Shared, req: &Request, path: ResourcePath) -> Result<Reply,
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// The holder whose write of this Lease the test cut off, if any: the
+/// Lease as written names a refused holder, or names none (a release) while
+/// the stored one names a refused holder.
+fn refused_holder(
+    shared: &Shared,
+    t: &ResourceType,
+    ns: Option<&str>,
+    name: Option<&str>,
+    written: &Value,
+) -> Option<String> {
+    if !lease::is_lease(t) {
+        return None;
+    }
+    let refused = |holder: &str| {
+        let partition = shared.partition.lock().expect("partition lock");
+        partition.refused.contains(holder)
+    };
+    let holder = lease::holder(written);
+    if !holder.is_empty() {
+        return refused(holder).then(|| holder.to_string());
+    }
+    let name = name.or_else(|| written.pointer("/metadata/name").and_then(Value::as_str))?;
+    let ns = ns.or_else(|| {
+        written
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+    });
+    let stored = shared
+        .store
+        .lock()
+        .expect("store lock")
+        .get(t, Some(ns.unwrap_or("default")), name)
+        .ok()?;
+    let previous = lease::holder(&stored);
+    (!previous.is_empty() && refused(previous)).then(|| previous.to_string())
 }
 
 /// 403 for reads of a resource the test marked forbidden.

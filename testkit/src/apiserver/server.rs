@@ -2,7 +2,7 @@
 //! share.
 
 use std::collections::{HashMap, HashSet};
-use std::io;
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,11 +22,40 @@ pub(crate) struct Shared {
     /// `plural[.group]` names whose reads answer 403.
     pub forbidden: Mutex<HashSet<String>>,
     pub requests: Mutex<Vec<ApiRequest>>,
+    /// Lease holders cut off from the server, and the requests they wait
+    /// on (see [`super::ApiServer::refuse_lease_writes_from`]).
+    pub partition: Mutex<Partition>,
     bookmark_interval_ms: AtomicU64,
     stopping: AtomicBool,
     /// Open connections, so stopping the server can close them.
     connections: Mutex<HashMap<u64, TcpStream>>,
     next_connection: AtomicU64,
+}
+
+/// The simulated network partition of Lease holders.
+#[derive(Default)]
+pub(crate) struct Partition {
+    /// Holder identities whose Lease writes get no answer.
+    pub refused: HashSet<String>,
+    /// Connections holding an unanswered write: connection id → (holder,
+    /// the connection, to close when the holder is allowed again).
+    held: HashMap<u64, (String, TcpStream)>,
+}
+
+impl Partition {
+    /// Lets `holder`'s writes through again, and closes the connections of
+    /// its writes still waiting: those writes were never applied.
+    pub fn allow(&mut self, holder: &str) {
+        self.refused.remove(holder);
+        self.held.retain(|_, (h, stream)| {
+            if h == holder {
+                let _ = stream.shutdown(Shutdown::Both);
+                false
+            } else {
+                true
+            }
+        });
+    }
 }
 
 impl Shared {
@@ -54,6 +83,7 @@ impl Server {
             store: Mutex::new(Store::new()),
             forbidden: Mutex::new(HashSet::new()),
             requests: Mutex::new(Vec::new()),
+            partition: Mutex::new(Partition::default()),
             bookmark_interval_ms: AtomicU64::new(5_000),
             stopping: AtomicBool::new(false),
             connections: Mutex::new(HashMap::new()),
@@ -111,7 +141,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
             .name(format!("apiserver-conn-{id}"))
             .spawn(move || {
                 // Errors only mean the client went away.
-                let _ = serve_connection(&conn_shared, stream);
+                let _ = serve_connection(&conn_shared, id, stream);
                 conn_shared
                     .connections
                     .lock()
@@ -129,7 +159,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
 }
 
 /// Serves requests on one connection until either side closes it.
-fn serve_connection(shared: &Shared, stream: TcpStream) -> io::Result<()> {
+fn serve_connection(shared: &Shared, id: u64, stream: TcpStream) -> io::Result<()> {
     // One write per event: do not let Nagle hold small chunks back.
     stream.set_nodelay(true)?;
     let mut out = stream.try_clone()?;
@@ -138,7 +168,9 @@ fn serve_connection(shared: &Shared, stream: TcpStream) -> io::Result<()> {
         let reply = routes::handle(shared, &req);
         let status = match &reply {
             Reply::Json(code, _) => *code,
+            Reply::Status(e) => e.code,
             Reply::AggregatedDiscovery(_) | Reply::Watch(_) => 200,
+            Reply::Unanswered { .. } => 0,
         };
         shared
             .requests
@@ -156,6 +188,16 @@ fn serve_connection(shared: &Shared, stream: TcpStream) -> io::Result<()> {
                 let body = serde_json::to_vec(&body).expect("JSON values serialize");
                 http::write_json(&mut out, code, "application/json", &body, close)?;
             }
+            Reply::Status(e) => {
+                http::write_json(
+                    &mut out,
+                    e.code,
+                    "application/json",
+                    &e.to_status_json(),
+                    close,
+                )?;
+            }
+            Reply::Unanswered { holder } => return hold_unanswered(shared, id, out, &holder),
             Reply::AggregatedDiscovery(body) => {
                 let body = serde_json::to_vec(&body).expect("JSON values serialize");
                 let content_type = discovery::AGGREGATED_CONTENT_TYPE;
@@ -172,5 +214,38 @@ fn serve_connection(shared: &Shared, stream: TcpStream) -> io::Result<()> {
             return Ok(());
         }
     }
+    Ok(())
+}
+
+/// Leaves a refused Lease write unanswered: the connection stays open and
+/// silent until the client gives up and closes it, the holder is allowed
+/// again (the connection is closed, the write never applied), or the server
+/// stops. What a client sees when its packets are dropped on the way.
+fn hold_unanswered(
+    shared: &Shared,
+    id: u64,
+    mut stream: TcpStream,
+    holder: &str,
+) -> io::Result<()> {
+    {
+        let mut partition = shared.partition.lock().expect("partition lock");
+        if !partition.refused.contains(holder) {
+            // Allowed again since the request came: close, as allow would.
+            return Ok(());
+        }
+        partition
+            .held
+            .insert(id, (holder.to_string(), stream.try_clone()?));
+    }
+    // The client sends nothing more before an answer: this returns when it
+    // closes the connection or the connection is shut down here.
+    let mut buf = [0u8; 4096];
+    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+    shared
+        .partition
+        .lock()
+        .expect("partition lock")
+        .held
+        .remove(&id);
     Ok(())
 }

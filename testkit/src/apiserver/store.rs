@@ -15,6 +15,7 @@ use crossbeam_channel::{Receiver, Sender};
 use serde_json::{Value, json};
 
 use super::catalog::{Catalog, ResourceId, ResourceType};
+use super::lease;
 use super::meta;
 use super::select::Selector;
 use super::status::ApiError;
@@ -331,6 +332,12 @@ impl Store {
             }
         }
         let name = meta["name"].as_str().expect("set above").to_string();
+        if lease::is_lease(t) {
+            lease::validate(&obj, &name)?;
+        }
+        let meta = obj["metadata"]
+            .as_object_mut()
+            .expect("prepare_object made it");
         if self
             .objects
             .get(&t.id)
@@ -364,11 +371,7 @@ impl Store {
         let ns = resolve_namespace(t, ns, &obj)?;
         prepare_object(t, ns.as_deref(), &mut obj)?;
         match obj.pointer("/metadata/name").and_then(Value::as_str) {
-            Some(n) if n != name => {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({n}) does not match the name on the URL ({name})"
-                )));
-            }
+            Some(n) if n != name => return Err(name_mismatch(n, name)),
             Some(_) => {}
             None => obj["metadata"]["name"] = json!(name),
         }
@@ -377,8 +380,14 @@ impl Store {
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
             .unwrap_or("");
+        if wanted_rv.is_empty() && lease::is_lease(t) {
+            return Err(lease::missing_resource_version(name));
+        }
         if !wanted_rv.is_empty() && wanted_rv != current["metadata"]["resourceVersion"] {
             return Err(ApiError::conflict(&t.id.group, &t.id.plural, name));
+        }
+        if lease::is_lease(t) {
+            lease::validate(&obj, name)?;
         }
         // Fields the server owns survive a replace.
         for field in ["uid", "creationTimestamp", "generation"] {
@@ -402,6 +411,38 @@ impl Store {
         Ok(self.commit(t, EventType::Modified, obj))
     }
 
+    /// A REST PUT: [`Store::replace`], except that a missing Lease is
+    /// created, as the real server allows for Leases (create-on-update; the
+    /// body's resourceVersion is ignored then). `true` when it created.
+    pub fn put(
+        &mut self,
+        t: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        mut obj: Value,
+    ) -> Result<(Arc<Value>, bool), ApiError> {
+        if lease::is_lease(t) && obj.is_object() {
+            let ns = resolve_namespace(t, ns, &obj)?;
+            if self.get(t, ns.as_deref(), name).is_err() {
+                let meta = obj
+                    .as_object_mut()
+                    .expect("checked above")
+                    .entry("metadata")
+                    .or_insert_with(|| json!({}));
+                if let Some(meta) = meta.as_object_mut() {
+                    match meta.get("name").and_then(Value::as_str) {
+                        Some(n) if n != name => return Err(name_mismatch(n, name)),
+                        Some(_) => {}
+                        None => drop(meta.insert("name".into(), json!(name))),
+                    }
+                    meta.remove("resourceVersion");
+                }
+                return self.create(t, ns.as_deref(), obj).map(|o| (o, true));
+            }
+        }
+        self.replace(t, ns, name, obj).map(|o| (o, false))
+    }
+
     /// Changes a stored object with `change` (a patch), then stores it
     /// like [`Store::replace`].
     pub fn patch(
@@ -413,6 +454,11 @@ impl Store {
     ) -> Result<Arc<Value>, ApiError> {
         let mut obj = (*self.get(t, ns, name)?).clone();
         change(&mut obj)?;
+        if lease::is_lease(t) {
+            // The real server decodes the patched object itself; its
+            // failure is an Invalid patch, not a BadRequest body.
+            lease::decode(&mut obj.clone()).map_err(|e| lease::undecodable_patch(&obj, &e))?;
+        }
         self.replace(t, ns, name, obj)
     }
 
@@ -533,7 +579,14 @@ fn resolve_namespace(
     }
 }
 
-/// Checks the object's type and sets the fields every stored object has.
+fn name_mismatch(in_object: &str, in_url: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "the name of the object ({in_object}) does not match the name on the URL ({in_url})"
+    ))
+}
+
+/// Checks the object's type, decodes it as the real server does for the
+/// types it decodes (Leases), and sets the fields every stored object has.
 fn prepare_object(t: &ResourceType, ns: Option<&str>, obj: &mut Value) -> Result<(), ApiError> {
     if !obj.is_object() {
         return Err(ApiError::bad_request("the body is not a JSON object"));
@@ -552,6 +605,14 @@ fn prepare_object(t: &ResourceType, ns: Option<&str>, obj: &mut Value) -> Result
         .map(|av| super::catalog::split_api_version(av).1.to_string())
         .filter(|v| t.serves(v))
         .unwrap_or_else(|| t.storage_version.clone());
+    if lease::is_lease(t) {
+        lease::decode(obj).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{kind} in version {version:?} cannot be handled as a {kind}: {e}",
+                kind = t.kind
+            ))
+        })?;
+    }
     obj["apiVersion"] = json!(t.api_version(&version));
     obj["kind"] = json!(t.kind);
     if !obj.get("metadata").is_some_and(Value::is_object) {
