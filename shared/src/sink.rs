@@ -126,12 +126,14 @@ impl Sink {
     }
 
     /// Sends one route's records: the input of [`IntakeClient::post_json`],
-    /// a JSON array of `{"timestamp","event_type","json"}` records. A body
+    /// a JSON array of `{"timestamp","event_type","json"}` records (for the
+    /// OTLP sink with watchd's `otlp` field, see [`otlp::objects`]). A body
     /// that is not such an array is [`SendError::Rejected`] with status 400
-    /// on the stdout/file sinks.
-    pub fn send_records(&self, route: Route, body: &[u8]) -> Result<(), SendError> {
+    /// on the stdout/file/OTLP sinks. What the receiver took but dropped (an
+    /// OTLP `partial_success`) is in the answer.
+    pub fn send_records(&self, route: Route, body: &[u8]) -> Result<Delivered, SendError> {
         match self {
-            Sink::Hik8s(client) => client.post_json(route, body),
+            Sink::Hik8s(client) => client.post_json(route, body).map(|()| Delivered::default()),
             Sink::Otlp(client) => {
                 let mut request = client.encoder(("watchd", env!("CARGO_PKG_VERSION")));
                 otlp::objects::encode_records(&mut request, route, body).map_err(|e| {
@@ -140,7 +142,7 @@ impl Sink {
                         body_start: format!("not a JSON array of records: {e}"),
                     }
                 })?;
-                client.send(&request.finish()).map(|_| ())
+                client.send(&request.finish())
             }
             Sink::Stdout | Sink::File(_) => {
                 let mut out = Vec::with_capacity(body.len() + 64);
@@ -148,7 +150,7 @@ impl Sink {
                     status: 400,
                     body_start: format!("not a JSON array of records: {e}"),
                 })?;
-                self.write_local(&out)
+                self.write_local(&out).map(|()| Delivered::default())
             }
         }
     }
