@@ -115,6 +115,7 @@ pub fn run() -> i32 {
 
     let channels = lanes::channels(EVENT_CHANNEL, LANE);
     let give_up = Shutdown::new();
+    let otlp = sink.is_otlp();
     let uploads = Uploads::start(
         channels.lanes_rx,
         Arc::new(sink),
@@ -130,7 +131,7 @@ pub fn run() -> i32 {
             .name("watchd-process".into())
             .spawn(move || {
                 let _alive = health.watch_thread("watchd-process");
-                process_loop(events, lanes, metrics)
+                process_loop(events, lanes, metrics, otlp)
             })
             .expect("spawning watchd-process")
     };
@@ -244,17 +245,18 @@ fn upload_route(
 
 /// The process thread: watch events in, records out to their route's lane,
 /// until the kube thread is gone (or an upload thread, at the end of a
-/// shutdown).
+/// shutdown). `otlp`: the records are for the OTLP sink.
 fn process_loop(
     mut events: tokio::sync::mpsc::Receiver<Credited>,
     lanes: PerRoute<Sender<Records>>,
     metrics: Metrics,
+    otlp: bool,
 ) {
-    let mut processor = Processor::new(metrics);
+    let mut processor = Processor::new(metrics, otlp);
     while let Some(Credited { msg, credit }) = events.blocking_recv() {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             .unwrap_or_default();
         // A message's records are all of its target's route.
         let route = msg.target().route;

@@ -22,9 +22,12 @@ pub struct Metrics {
     pub watchers: Family<Labels1, Gauge>,
     /// Batches by `route` and `result`: delivered, split, dropped.
     pub batches: Family<Labels2, Counter>,
-    /// Records acknowledged by the sink, by `route`.
+    /// Records acknowledged by the sink (less those it said it dropped), by
+    /// `route`.
     pub records_shipped: Family<Labels1, Counter>,
-    /// Records dropped, by `reason`: too_large, rejected.
+    /// Records dropped, by `reason`: too_large, rejected (a record the sink
+    /// refused, isolated), refused (a request the sink refused whole),
+    /// partial_success (records an OTLP receiver took but dropped).
     pub records_dropped: Family<Labels1, Counter>,
     /// Bytes of request bodies acknowledged, by `route`.
     pub bytes_shipped: Family<Labels1, Counter>,

@@ -5,6 +5,11 @@
 //! strip, fingerprint, decide with the watcher's [`Known`] set whether it
 //! makes a record, and serialize the record. Pure code: the thread around
 //! it only moves messages ([`crate::daemon`]).
+//!
+//! For the OTLP sink a record also carries what the intake's format has no
+//! room for ([`OtlpFields`]): the watch type (`ADDED` for an object watchd
+//! did not know, `MODIFIED` for one it knew, `DELETED`), the resource's
+//! plural and the time in nanoseconds.
 
 use std::collections::HashMap;
 
@@ -30,18 +35,54 @@ pub struct Record {
 pub struct Processor {
     known: HashMap<String, Known>,
     metrics: Metrics,
+    /// Records carry [`OtlpFields`] (the sink is OTLP).
+    otlp: bool,
+}
+
+/// The watch type of a record, as the Collector's `k8sobjects` receiver
+/// names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl WatchType {
+    pub fn name(self) -> &'static str {
+        match self {
+            WatchType::Added => "ADDED",
+            WatchType::Modified => "MODIFIED",
+            WatchType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// What a record carries for the OTLP sink only, as `"otlp":{"type",
+/// "resource","observed"}` (read by `shared::otlp::objects`).
+#[derive(Clone, Copy, Debug)]
+pub struct OtlpFields<'a> {
+    pub watch_type: WatchType,
+    /// The resource's plural: `k8s.resource.name`.
+    pub resource: &'a str,
+    /// When the record was made, unix nanoseconds.
+    pub observed: u64,
 }
 
 impl Processor {
-    pub fn new(metrics: Metrics) -> Self {
+    /// `otlp`: the records are for the OTLP sink and carry [`OtlpFields`];
+    /// otherwise they are exactly the intake's (SPEC §1).
+    pub fn new(metrics: Metrics, otlp: bool) -> Self {
         Processor {
             known: HashMap::new(),
             metrics,
+            otlp,
         }
     }
 
     /// Handles one message; `emit` receives the records it makes, in order.
-    /// `now` is the records' timestamp (unix seconds).
+    /// `now` is when (unix nanoseconds): the records' `timestamp` is its
+    /// seconds.
     pub fn handle(&mut self, msg: WatchMsg, now: u64, emit: &mut impl FnMut(Record)) {
         match msg {
             WatchMsg::ListStarted(target) => self.known_of(&target).list_started(),
@@ -110,6 +151,7 @@ impl Processor {
             uid.to_string()
         };
         let known = self.known.entry(target.name()).or_default();
+        let was_known = known.contains(&key);
         let event_type = match change {
             Change::Deleted => Some(known.deleted(&key)),
             Change::Listed | Change::Applied => {
@@ -132,7 +174,14 @@ impl Processor {
                 event_type
             }
         }?;
-        Some(self.record(target.route, event_type, value, now))
+        // An apply of an object watchd did not know is its creation.
+        let watch_type = match event_type {
+            EventType::InitApply => WatchType::Added,
+            EventType::Apply if was_known => WatchType::Modified,
+            EventType::Apply => WatchType::Added,
+            EventType::Delete => WatchType::Deleted,
+        };
+        Some(self.record(target, event_type, watch_type, value, now))
     }
 
     fn vanished(
@@ -154,30 +203,60 @@ impl Processor {
                 "kind": target.kind,
                 "metadata": metadata,
             });
-            emit(self.record(target.route, EventType::Delete, &object, now));
+            emit(self.record(target, EventType::Delete, WatchType::Deleted, &object, now));
         }
     }
 
-    fn record(&self, route: Route, event_type: EventType, object: &Value, now: u64) -> Record {
+    fn record(
+        &self,
+        target: &Target,
+        event_type: EventType,
+        watch_type: WatchType,
+        object: &Value,
+        now: u64,
+    ) -> Record {
+        let route = target.route;
         self.metrics
             .records
             .get_or_create(&[("route", route.name()), ("event_type", event_type.name())])
             .inc();
+        let otlp = self.otlp.then_some(OtlpFields {
+            watch_type,
+            resource: &target.plural,
+            observed: now,
+        });
         Record {
             route,
-            bytes: record_bytes(event_type, object, now),
+            bytes: record_bytes(event_type, object, now / 1_000_000_000, otlp),
         }
     }
 }
 
-/// `{"timestamp":now,"event_type":…,"json":object}`.
-pub fn record_bytes(event_type: EventType, object: &Value, now: u64) -> Vec<u8> {
+/// `{"timestamp":now,"event_type":…,"json":object}` (`now` in unix
+/// seconds), with `"otlp":{"type":…,"resource":…,"observed":…}` before
+/// `json` when `otlp` is given.
+pub fn record_bytes(
+    event_type: EventType,
+    object: &Value,
+    now: u64,
+    otlp: Option<OtlpFields>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"{\"timestamp\":");
     out.extend_from_slice(now.to_string().as_bytes());
     out.extend_from_slice(b",\"event_type\":\"");
     out.extend_from_slice(event_type.name().as_bytes());
-    out.extend_from_slice(b"\",\"json\":");
+    out.push(b'"');
+    if let Some(o) = otlp {
+        out.extend_from_slice(b",\"otlp\":{\"type\":\"");
+        out.extend_from_slice(o.watch_type.name().as_bytes());
+        out.extend_from_slice(b"\",\"resource\":");
+        serde_json::to_writer(&mut out, o.resource).expect("a str serializes into a Vec");
+        out.extend_from_slice(b",\"observed\":");
+        out.extend_from_slice(o.observed.to_string().as_bytes());
+        out.push(b'}');
+    }
+    out.extend_from_slice(b",\"json\":");
     serde_json::to_writer(&mut out, object).expect("a Value serializes into a Vec");
     out.push(b'}');
     out
@@ -215,10 +294,13 @@ mod tests {
         Box::new(serde_json::from_value(v).expect("a DynamicObject"))
     }
 
+    /// Unix nanoseconds; the records' `timestamp` is 1700000000.
+    const NOW: u64 = 1_700_000_000_500_000_000;
+
     fn run(p: &mut Processor, msgs: Vec<WatchMsg>) -> Vec<Value> {
         let mut out = Vec::new();
         for msg in msgs {
-            p.handle(msg, 1700000000, &mut |r: Record| {
+            p.handle(msg, NOW, &mut |r: Record| {
                 assert_eq!(r.route, Route::Resources);
                 out.push(serde_json::from_slice(&r.bytes).expect("a JSON record"));
             });
@@ -234,7 +316,7 @@ mod tests {
             change,
             object: o,
         };
-        let mut p = Processor::new(Metrics::default());
+        let mut p = Processor::new(Metrics::default(), false);
         let out = run(
             &mut p,
             vec![
@@ -297,7 +379,7 @@ mod tests {
     #[test]
     fn a_stopped_watcher_reports_its_objects_deleted() {
         let target = Arc::new(parse_resources("pods").expect("valid").remove(0));
-        let mut p = Processor::new(Metrics::default());
+        let mut p = Processor::new(Metrics::default(), false);
         let out = run(
             &mut p,
             vec![
@@ -327,5 +409,83 @@ mod tests {
             .collect();
         assert_eq!(types, ["initapply", "delete", "apply", "delete"]);
         assert_eq!(p.known_objects(), 0);
+    }
+
+    #[test]
+    fn records_for_the_otlp_sink_carry_the_watch_type_the_plural_and_the_time() {
+        let target = Arc::new(parse_resources("pods").expect("valid").remove(0));
+        let obj = |change, o| WatchMsg::Object {
+            target: target.clone(),
+            change,
+            object: o,
+        };
+        let mut p = Processor::new(Metrics::default(), true);
+        let out = run(
+            &mut p,
+            vec![
+                WatchMsg::ListStarted(target.clone()),
+                obj(Change::Listed, pod("a", "1", "img:1", false)),
+                obj(Change::Listed, pod("b", "1", "img:1", false)),
+                WatchMsg::ListDone(target.clone()),
+                obj(Change::Applied, pod("a", "2", "img:2", true)),
+                obj(Change::Applied, pod("c", "3", "img:1", true)),
+                obj(Change::Deleted, pod("c", "4", "img:1", true)),
+                // A relist: b vanished, d is new, a changed.
+                WatchMsg::ListStarted(target.clone()),
+                obj(Change::Listed, pod("a", "5", "img:3", false)),
+                obj(Change::Listed, pod("d", "5", "img:1", false)),
+                WatchMsg::ListDone(target.clone()),
+            ],
+        );
+        let summary: Vec<(&str, &str, &str)> = out
+            .iter()
+            .map(|r| {
+                (
+                    r["event_type"].as_str().unwrap_or_default(),
+                    r["otlp"]["type"].as_str().unwrap_or_default(),
+                    r["json"]["metadata"]["uid"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("initapply", "ADDED", "a"),
+                ("initapply", "ADDED", "b"),
+                ("apply", "MODIFIED", "a"),
+                ("apply", "ADDED", "c"),
+                ("delete", "DELETED", "c"),
+                ("apply", "MODIFIED", "a"),
+                ("apply", "ADDED", "d"),
+                ("delete", "DELETED", "b"),
+            ]
+        );
+        for r in &out {
+            assert_eq!(r["otlp"]["resource"], "pods");
+            assert_eq!(r["otlp"]["observed"], NOW);
+            assert_eq!(r["timestamp"], 1_700_000_000);
+        }
+    }
+
+    #[test]
+    fn records_for_the_intake_are_exactly_the_intakes() {
+        let target = Arc::new(parse_resources("pods").expect("valid").remove(0));
+        let mut p = Processor::new(Metrics::default(), false);
+        let mut out = Vec::new();
+        p.handle(
+            WatchMsg::Object {
+                target: target.clone(),
+                change: Change::Applied,
+                object: pod("a", "1", "i", true),
+            },
+            NOW,
+            &mut |r: Record| out.push(r.bytes),
+        );
+        assert_eq!(out.len(), 1);
+        assert!(
+            out[0].starts_with(br#"{"timestamp":1700000000,"event_type":"apply","json":{"#),
+            "{}",
+            String::from_utf8_lossy(&out[0])
+        );
     }
 }

@@ -80,6 +80,12 @@ impl Known {
         self.entries.is_empty()
     }
 
+    /// Whether the object with this uid is known (was listed or applied and
+    /// not deleted since).
+    pub fn contains(&self, uid: &str) -> bool {
+        self.entries.contains_key(uid)
+    }
+
     /// True once the first list completed.
     pub fn has_listed(&self) -> bool {
         self.listed

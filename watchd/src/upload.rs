@@ -14,12 +14,18 @@
 //! 500 [`REPEATED_500`] times in a row is split the same way, and a single
 //! record is dropped for it only if other requests of the route succeeded
 //! meanwhile (a route that fails everything is an outage: wait).
+//!
+//! The OTLP sink answers the same way (its client sorts the answers), and
+//! may also take a request but drop some of its records (a
+//! `partial_success`): those are logged and counted as dropped, and not
+//! sent again, as the OTLP specification says.
 
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::Value;
 use shared::intake::SendError;
+use shared::otlp::Delivered;
 use shared::retry::{Attempts, Backoff, Delivery, send_with_retry};
 use shared::shutdown::Shutdown;
 use shared::sink::Sink;
@@ -86,8 +92,13 @@ impl<'a> Uploader<'a> {
             let route = batch.route;
             let metrics = &self.metrics;
             let mut five_hundreds = 0;
+            let mut answer = Delivered::default();
             let delivery = send_with_retry(
                 || match self.sink.send_records(route, &body) {
+                    Ok(delivered) => {
+                        answer = delivered;
+                        Ok(())
+                    }
                     Err(SendError::Retryable {
                         status: Some(500),
                         reason,
@@ -102,7 +113,7 @@ impl<'a> Uploader<'a> {
                             body_start: format!("{reason} ({REPEATED_500} times in a row)"),
                         })
                     }
-                    other => other,
+                    Err(other) => Err(other),
                 },
                 &mut self.backoff,
                 Attempts::Forever,
@@ -119,9 +130,21 @@ impl<'a> Uploader<'a> {
                 Delivery::Delivered => {
                     self.delivered += 1;
                     let m = &self.metrics;
+                    let records = batch.records.len() as u64;
+                    let dropped = answer.rejected.min(records);
+                    if answer.rejected > 0 {
+                        log::error!(
+                            "the sink took {records} records to /{route} but dropped {} of them (partial success), not sent again: {}",
+                            answer.rejected,
+                            answer.message
+                        );
+                        m.records_dropped
+                            .get_or_create(&[("reason", "partial_success")])
+                            .inc_by(dropped);
+                    }
                     m.records_shipped
                         .get_or_create(&[("route", route.name())])
-                        .inc_by(batch.records.len() as u64);
+                        .inc_by(records - dropped);
                     m.bytes_shipped
                         .get_or_create(&[("route", route.name())])
                         .inc_by(body.len() as u64);
