@@ -24,11 +24,13 @@ use shared::shutdown::Shutdown;
 use shared::sink::Sink;
 
 use crate::batch::{Batcher, INTAKE_JSON_LIMIT};
-use crate::kube_thread::{KubeSettings, KubeThread};
+use crate::kube_thread::{Election, KubeSettings, KubeThread};
 use crate::lanes::{self, Credited, PerRoute, Records};
+use crate::leader::{ElectionConfig, LeaderMetrics, Leadership, election_config};
 use crate::metrics::Metrics;
 use crate::process::Processor;
 use crate::resources::{Target, default_targets, parse_exclude, parse_resources};
+use crate::standby::{Role, Standby};
 use crate::status::WatchStatus;
 use crate::upload::{self, Uploader};
 
@@ -50,6 +52,14 @@ pub const VARS: &[VarSpec] = &[
     VarSpec::new("WATCHD_BATCH_MAX_BYTES", "flush a route's batch at this size (at most 1 MiB)").default("512KiB"),
     VarSpec::new("WATCHD_BATCH_LINGER_MS", "flush a non-empty batch after this long").default("1000"),
     VarSpec::new("WATCHD_METRICS_ADDR", "/metrics, /healthz and /readyz listen address; off disables").default("0.0.0.0:9601"),
+    VarSpec::new("WATCHD_LEADER_ELECTION", "on: replicas elect the one that ships with a coordination.k8s.io Lease (needs POD_NAME, POD_NAMESPACE); off: a single replica")
+        .default_described("on when POD_NAME is set (in a cluster), else off"),
+    VarSpec::new("WATCHD_LEASE_NAME", "the Lease of the leader election, in POD_NAMESPACE").default("watchd"),
+    VarSpec::new("WATCHD_LEASE_DURATION_SECS", "how long the other replicas wait after they last saw the leader renew").default("15"),
+    VarSpec::new("WATCHD_RENEW_DEADLINE_SECS", "how long the leader ships after its last renewal; less than the lease duration").default("10"),
+    VarSpec::new("WATCHD_RETRY_PERIOD_SECS", "how often the leader renews and the others try (theirs jittered by 1.2)").default("2"),
+    VarSpec::new("POD_NAME", "the pod's name (downward API): the Lease holder identity"),
+    VarSpec::new("POD_NAMESPACE", "the pod's namespace (downward API): where the Lease is"),
 ];
 
 /// watchd's settings, checked.
@@ -60,6 +70,8 @@ pub struct Settings {
     pub batch_max_bytes: usize,
     pub linger: Duration,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Leader election, when on ([`crate::leader`]).
+    pub election: Option<ElectionConfig>,
 }
 
 /// Reads and checks watchd's own variables.
@@ -88,6 +100,7 @@ pub fn settings(config: &Config) -> Result<Settings, ConfigError> {
         batch_max_bytes: max as usize,
         linger: config.millis("WATCHD_BATCH_LINGER_MS")?,
         metrics_addr: config.socket_addr_or_off("WATCHD_METRICS_ADDR")?,
+        election: election_config(config)?,
     })
 }
 
@@ -112,6 +125,15 @@ pub fn run() -> i32 {
     let metrics = Metrics::register(&mut registry);
     let health = Health::new();
     let status = WatchStatus::new(health.clone(), metrics.clone());
+    // Only the leader ships; without leader election, the one replica.
+    let leader_metrics = LeaderMetrics::register(&mut registry);
+    let gate = match settings.election {
+        Some(_) => Leadership::standby(leader_metrics.clone()),
+        None => {
+            leader_metrics.leader.set(1);
+            Leadership::always()
+        }
+    };
 
     let channels = lanes::channels(EVENT_CHANNEL, LANE);
     let give_up = Shutdown::new();
@@ -123,7 +145,12 @@ pub fn run() -> i32 {
         &metrics,
         &health,
         &give_up,
+        &gate,
     );
+    let standby = settings.election.as_ref().map(|election| {
+        let credits = channels.events.credit_pool();
+        Standby::new(gate.clone(), election.delete_window(), credits)
+    });
     let process_thread = {
         let (metrics, health, lanes) = (metrics.clone(), health.clone(), channels.lanes);
         let events = channels.events_rx;
@@ -131,7 +158,7 @@ pub fn run() -> i32 {
             .name("watchd-process".into())
             .spawn(move || {
                 let _alive = health.watch_thread("watchd-process");
-                process_loop(events, lanes, metrics, otlp)
+                process_loop(events, lanes, metrics, otlp, standby)
             })
             .expect("spawning watchd-process")
     };
@@ -139,6 +166,11 @@ pub fn run() -> i32 {
         KubeSettings {
             targets: settings.targets,
             exclude: settings.exclude,
+            election: settings.election.map(|config| Election {
+                config,
+                gate,
+                metrics: leader_metrics,
+            }),
         },
         channels.events,
         status,
@@ -166,9 +198,11 @@ pub fn run() -> i32 {
     let deadline = Instant::now() + grace;
     // The watchers stop, which closes the channels one after the other:
     // process, then the lanes, and each upload thread sends what is batched.
+    // A leader keeps renewing its Lease meanwhile, and releases it then.
     kube.stop();
-    kube.join();
     uploads.join(deadline, &give_up);
+    kube.finish();
+    kube.join();
     let _ = process_thread.join();
     log::info!("stopped");
     0
@@ -189,6 +223,7 @@ impl Uploads {
         metrics: &Metrics,
         health: &Health,
         give_up: &Shutdown,
+        gate: &Leadership,
     ) -> Uploads {
         let (done_tx, done) = crossbeam_channel::bounded::<()>(1);
         let threads = lanes
@@ -196,14 +231,14 @@ impl Uploads {
             .map(|(route, lane)| {
                 let batcher = Batcher::new(route, settings.batch_max_bytes, settings.linger);
                 let (sink, metrics, health) = (sink.clone(), metrics.clone(), health.clone());
-                let (give_up, done_tx) = (give_up.clone(), done_tx.clone());
+                let (give_up, done_tx, gate) = (give_up.clone(), done_tx.clone(), gate.clone());
                 let name = upload::thread_name(route);
                 thread::Builder::new()
                     .name(name.into())
                     .spawn(move || {
                         let _alive = health.watch_thread(name);
                         let _done = done_tx;
-                        upload_route(lane, batcher, &sink, metrics, give_up);
+                        upload_route(lane, batcher, &sink, metrics, give_up, gate);
                     })
                     .unwrap_or_else(|e| panic!("spawning {name}: {e}"))
             })
@@ -232,9 +267,10 @@ fn upload_route(
     sink: &Sink,
     metrics: Metrics,
     give_up: Shutdown,
+    gate: Leadership,
 ) {
     let route = batcher.route();
-    let uploader = Uploader::new(sink, metrics.clone(), give_up);
+    let uploader = Uploader::new(sink, metrics.clone(), give_up).gated(gate);
     if let Err(gave_up) = upload::run(lane, batcher, uploader, &metrics) {
         log::warn!(
             "shutdown grace period over: {} records to /{route} were not delivered",
@@ -245,15 +281,26 @@ fn upload_route(
 
 /// The process thread: watch events in, records out to their route's lane,
 /// until the kube thread is gone (or an upload thread, at the end of a
-/// shutdown). `otlp`: the records are for the OTLP sink.
+/// shutdown). `otlp`: the records are for the OTLP sink. With leader
+/// election, a `standby` drops its records ([`crate::standby`]).
 fn process_loop(
     mut events: tokio::sync::mpsc::Receiver<Credited>,
     lanes: PerRoute<Sender<Records>>,
     metrics: Metrics,
     otlp: bool,
+    mut standby: Option<Standby>,
 ) {
     let mut processor = Processor::new(metrics, otlp);
     while let Some(Credited { msg, credit }) = events.blocking_recv() {
+        let role = standby.as_mut().map_or(Role::Leader, Standby::role);
+        if role == Role::Promoted {
+            processor.resync();
+            if let Some(standby) = standby.as_mut()
+                && !standby.hand_over(&lanes)
+            {
+                return;
+            }
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -262,6 +309,12 @@ fn process_loop(
         let route = msg.target().route;
         let mut records = Vec::new();
         processor.handle(msg, now, &mut |record| records.push(record.bytes));
+        if !role.ships() {
+            if let Some(standby) = standby.as_mut() {
+                standby.drop_records(route, records);
+            }
+            continue;
+        }
         if records.is_empty() {
             continue;
         }

@@ -87,12 +87,23 @@ pub struct KubeSettings {
     pub targets: Vec<Target>,
     /// `WATCHD_EXCLUDE`, applied to custom resources.
     pub exclude: Vec<String>,
+    /// Leader election, when on ([`crate::lease`]).
+    pub election: Option<Election>,
+}
+
+/// What the elector needs on the kube thread.
+pub struct Election {
+    pub config: crate::leader::ElectionConfig,
+    pub gate: crate::leader::Leadership,
+    pub metrics: crate::leader::LeaderMetrics,
 }
 
 /// The running kube thread.
 pub struct KubeThread {
     handle: JoinHandle<()>,
     stop: watch::Sender<bool>,
+    /// Release the Lease and end (leader election only).
+    finish: watch::Sender<bool>,
 }
 
 impl KubeThread {
@@ -107,6 +118,7 @@ impl KubeThread {
         metrics: Metrics,
     ) -> Result<KubeThread, String> {
         let (stop, stop_rx) = watch::channel(false);
+        let (finish, finish_rx) = watch::channel(false);
         let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
         let handle = thread::Builder::new()
             .name("watchd-kube".into())
@@ -135,12 +147,16 @@ impl KubeThread {
                             return;
                         }
                     };
-                    run(client, settings, tx, status, metrics, stop_rx).await;
+                    run(client, settings, tx, status, metrics, stop_rx, finish_rx).await;
                 });
             })
             .map_err(|e| format!("cannot start the watchd-kube thread: {e}"))?;
         match started_rx.recv() {
-            Ok(Ok(())) => Ok(KubeThread { handle, stop }),
+            Ok(Ok(())) => Ok(KubeThread {
+                handle,
+                stop,
+                finish,
+            }),
             Ok(Err(e)) => {
                 let _ = handle.join();
                 Err(e)
@@ -150,9 +166,16 @@ impl KubeThread {
     }
 
     /// Asks every watcher to stop; the channel to the process thread closes
-    /// once they have. Call [`KubeThread::join`] next.
+    /// once they have. A candidate stops campaigning; a leader keeps its
+    /// Lease until [`KubeThread::finish`]. Call [`KubeThread::join`] next.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// After [`KubeThread::stop`] and once what was batched is sent: a
+    /// leader releases its Lease, and the thread ends.
+    pub fn finish(&self) {
+        let _ = self.finish.send(true);
     }
 
     /// Waits for the thread to end.
@@ -175,7 +198,8 @@ async fn client() -> Result<kube::Client, String> {
         .build())
 }
 
-/// Runs every watcher until `stop` turns true.
+/// Runs every watcher until `stop` turns true; with leader election, the
+/// elector too, until `finish` (a leader releases its Lease first).
 async fn run(
     client: kube::Client,
     settings: KubeSettings,
@@ -183,31 +207,84 @@ async fn run(
     status: WatchStatus,
     metrics: Metrics,
     mut stop: watch::Receiver<bool>,
+    finish: watch::Receiver<bool>,
 ) {
+    let KubeSettings {
+        targets,
+        exclude,
+        election,
+    } = settings;
     let ctx = WatcherCtx {
         client,
         tx,
         status,
         metrics,
     };
-    let names: Vec<String> = settings.targets.iter().map(Target::name).collect();
+    let names: Vec<String> = targets.iter().map(Target::name).collect();
     log::info!(
         "watching {} built-in resources ({}) and the objects of every CRD",
         names.len(),
         names.join(", ")
     );
+    let Some(election) = election else {
+        let mut tasks = start_watchers(&ctx, &targets, &exclude);
+        drop(ctx);
+        let _ = stop.wait_for(|stopped| *stopped).await;
+        log::info!("stopping the watchers");
+        tasks.shutdown().await;
+        return;
+    };
+    let (leading_tx, mut leading) = watch::channel(None);
+    let elector = crate::lease::Elector::new(
+        ctx.client.clone(),
+        election.config,
+        election.gate,
+        election.metrics,
+    );
+    let elector = tokio::spawn(elector.run(leading_tx, stop.clone(), finish));
+    // The first attempt decides how the watchers start: a replica that
+    // leads at once lists once, as the leader.
+    let led_at_once = tokio::select! {
+        _ = stop.wait_for(|stopped| *stopped) => false,
+        first = leading.wait_for(Option::is_some) => first.is_ok_and(|l| *l == Some(true)),
+    };
+    let mut tasks = start_watchers(&ctx, &targets, &exclude);
+    if !led_at_once {
+        let elected = tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => false,
+            l = leading.wait_for(|l| *l == Some(true)) => l.is_ok(),
+        };
+        if elected {
+            // The new leader's snapshot: every watcher starts over, and its
+            // list is sent whole (crate::standby).
+            log::info!("restarting the watchers: their lists are the new leader's snapshot");
+            tasks.shutdown().await;
+            tasks = start_watchers(&ctx, &targets, &exclude);
+        }
+    }
+    let _ = stop.wait_for(|stopped| *stopped).await;
+    drop(ctx);
+    log::info!("stopping the watchers");
+    tasks.shutdown().await;
+    // A leader renews while what was batched is sent, then releases.
+    let _ = elector.await;
+}
+
+/// Starts one watcher task per built-in resource, and the CRD watcher.
+fn start_watchers(
+    ctx: &WatcherCtx,
+    targets: &[Target],
+    exclude: &[String],
+) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    for target in settings.targets {
+    for target in targets {
         let ctx = ctx.clone();
-        let target = Arc::new(target);
+        let target = Arc::new(target.clone());
         ctx.status.set(&target.name(), WatcherState::Listing);
         tasks.spawn(async move { watch_target(ctx, target).await });
     }
-    tasks.spawn(crate::crds::watch_crds(ctx.clone(), settings.exclude));
-    drop(ctx);
-    let _ = stop.wait_for(|stopped| *stopped).await;
-    log::info!("stopping the watchers");
-    tasks.shutdown().await;
+    tasks.spawn(crate::crds::watch_crds(ctx.clone(), exclude.to_vec()));
+    tasks
 }
 
 /// What every watcher task shares.

@@ -111,6 +111,38 @@ impl EventSender {
     }
 }
 
+impl EventSender {
+    /// The routes' credits, for the process thread's own messages.
+    pub fn credit_pool(&self) -> CreditPool {
+        CreditPool {
+            credits: self.credits.clone(),
+        }
+    }
+}
+
+/// The credits of every route, without the event channel: for the records
+/// the process thread makes itself (a new leader's remembered deletions,
+/// [`crate::standby`]), which no watcher's credit carries. Holding one does
+/// not keep the event channel open.
+#[derive(Clone, Debug)]
+pub struct CreditPool {
+    credits: PerRoute<Arc<Semaphore>>,
+}
+
+impl CreditPool {
+    /// A credit of `route`, waiting for one if the lane is full.
+    pub fn take_blocking(&self, route: Route) -> Credit {
+        let credits = self.credits.get(route).clone();
+        let permit = match credits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            // The semaphore is never closed.
+            Err(_) => futures::executor::block_on(credits.acquire_owned())
+                .expect("the credits are never closed"),
+        };
+        Credit { _permit: permit }
+    }
+}
+
 /// Every channel between the kube, process and upload threads.
 pub struct Channels {
     pub events: EventSender,

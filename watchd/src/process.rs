@@ -121,6 +121,12 @@ impl Processor {
         self.known.values().map(Known::len).sum()
     }
 
+    /// This replica just became the leader: every watcher's next list
+    /// ships its whole snapshot ([`Known::resync`], [`crate::standby`]).
+    pub fn resync(&mut self) {
+        self.known.values_mut().for_each(Known::resync);
+    }
+
     fn known_of(&mut self, target: &Target) -> &mut Known {
         self.known.entry(target.name()).or_default()
     }

@@ -55,6 +55,10 @@ pub struct Known {
     /// Counts lists; entries not stamped with the current one when it ends
     /// have vanished.
     list: u32,
+    /// [`Known::resync`] asked: the next list sends every object.
+    resync: bool,
+    /// The current list sends every object as `initapply`.
+    full: bool,
 }
 
 /// An object as [`Known`] needs it: identity and fingerprint.
@@ -94,11 +98,25 @@ impl Known {
     /// A list (the first, or a relist) begins.
     pub fn list_started(&mut self) {
         self.list = self.list.wrapping_add(1);
+        if self.resync {
+            self.resync = false;
+            self.full = true;
+        }
+    }
+
+    /// This replica just became the leader ([`crate::standby`]): the next
+    /// list to start sends every object as `initapply`, changed or not,
+    /// and, as any relist, a `delete` for each known object it lacks.
+    pub fn resync(&mut self) {
+        self.resync = true;
     }
 
     /// An object of the current list: the record to send, if any.
     pub fn listed(&mut self, seen: Seen<'_>) -> Option<EventType> {
         let changed = self.remember(seen);
+        if self.full {
+            return Some(EventType::InitApply);
+        }
         match (changed, self.listed) {
             (false, _) => None,
             (true, false) => Some(EventType::InitApply),
@@ -109,6 +127,7 @@ impl Known {
     /// The current list is complete: the objects it did not list are gone.
     pub fn list_done(&mut self) -> Vec<Vanished> {
         self.listed = true;
+        self.full = false;
         let list = self.list;
         let gone: Vec<String> = self
             .entries
@@ -239,6 +258,28 @@ mod tests {
         assert_eq!(k.listed(seen("a", 1)), None);
         assert_eq!(k.listed(seen("b", 1)), Some(EventType::InitApply));
         assert!(k.list_done().is_empty());
+    }
+
+    #[test]
+    fn after_a_resync_the_next_list_sends_everything_and_what_vanished() {
+        let mut k = Known::new();
+        k.list_started();
+        for uid in ["a", "b"] {
+            k.listed(seen(uid, 1));
+        }
+        k.list_done();
+        k.resync();
+        // Changes before the resynced list starts are as usual.
+        assert_eq!(k.applied(seen("a", 1)), None);
+        k.list_started();
+        assert_eq!(k.listed(seen("a", 1)), Some(EventType::InitApply));
+        assert_eq!(k.listed(seen("c", 1)), Some(EventType::InitApply));
+        let gone: Vec<String> = k.list_done().into_iter().map(|v| v.uid).collect();
+        assert_eq!(gone, ["b"]);
+        // Only that one list.
+        k.list_started();
+        assert_eq!(k.listed(seen("a", 1)), None);
+        assert_eq!(k.listed(seen("c", 2)), Some(EventType::Apply));
     }
 
     #[test]

@@ -32,6 +32,7 @@ use shared::sink::Sink;
 
 use crate::batch::{Batch, Batcher};
 use crate::lanes::Records;
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::resources::Route;
 
@@ -60,6 +61,8 @@ pub struct Uploader<'a> {
     /// Requests of this route acknowledged so far: tells a bad record from
     /// an outage of the route.
     delivered: u64,
+    /// Leader election: every request waits here first ([`Uploader::gated`]).
+    gate: Leadership,
 }
 
 /// The upload stopped before everything was acknowledged (grace period
@@ -77,7 +80,16 @@ impl<'a> Uploader<'a> {
             give_up,
             backoff: Backoff::new(),
             delivered: 0,
+            gate: Leadership::always(),
         }
+    }
+
+    /// Sends only while this replica leads: each request, first or retry,
+    /// checks `gate` right before it goes, and once the term is over none
+    /// goes any more ([`Leadership::when_leading`]).
+    pub fn gated(mut self, gate: Leadership) -> Self {
+        self.gate = gate;
+        self
     }
 
     /// Delivers `batch`, or drops the records the intake refuses for good.
@@ -94,7 +106,10 @@ impl<'a> Uploader<'a> {
             let mut five_hundreds = 0;
             let mut answer = Delivered::default();
             let delivery = send_with_retry(
-                || match self.sink.send_records(route, &body) {
+                || match self
+                    .gate
+                    .when_leading(|| self.sink.send_records(route, &body))
+                {
                     Ok(delivered) => {
                         answer = delivered;
                         Ok(())
