@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -57,6 +58,9 @@ fn check(doc: &Value) -> Result<Vec<String>, String> {
         "ServiceAccount" => round_trip::<ServiceAccount>(doc),
         "ClusterRole" => round_trip::<ClusterRole>(doc),
         "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(doc),
+        "Role" => round_trip::<Role>(doc),
+        "RoleBinding" => round_trip::<RoleBinding>(doc),
+        "PodDisruptionBudget" => round_trip::<PodDisruptionBudget>(doc),
         "DaemonSet" => round_trip::<DaemonSet>(doc),
         "Deployment" => round_trip::<Deployment>(doc),
         other => Err(format!("no type known for kind {other:?}")),
@@ -137,7 +141,7 @@ fn watchd_role_never_grants_secrets() {
 }
 
 #[test]
-fn watchd_runs_alone_and_logd_everywhere() {
+fn watchd_runs_a_leader_and_a_standby_and_logd_everywhere() {
     let docs = documents();
     let find = |kind: &str| {
         docs.iter()
@@ -146,8 +150,44 @@ fn watchd_runs_alone_and_logd_everywhere() {
             .unwrap_or_else(|| panic!("a {kind}"))
     };
     let watchd = find("Deployment");
-    assert_eq!(watchd["spec"]["replicas"], 1);
-    assert_eq!(watchd["spec"]["strategy"]["type"], "Recreate");
+    assert_eq!(watchd["spec"]["replicas"], 2);
+    // A new replica is ready (warm) before an old one stops.
+    assert_eq!(
+        watchd["spec"]["strategy"],
+        serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+    );
+    let pod = &watchd["spec"]["template"]["spec"];
+    let anti =
+        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(
+        anti["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(
+        anti["podAffinityTerm"]["labelSelector"]["matchLabels"],
+        watchd["spec"]["selector"]["matchLabels"]
+    );
+    let env = pod["containers"][0]["env"].as_array().expect("env");
+    for (var, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let e = env
+            .iter()
+            .find(|e| e["name"] == var)
+            .unwrap_or_else(|| panic!("{var}"));
+        assert_eq!(e["valueFrom"]["fieldRef"]["fieldPath"], field, "{var}");
+    }
+    let pdb = find("PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        watchd["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        pdb["metadata"]["namespace"],
+        watchd["metadata"]["namespace"]
+    );
     let logd = find("DaemonSet");
     let pod = &logd["spec"]["template"]["spec"];
     assert_eq!(
@@ -170,4 +210,37 @@ fn watchd_runs_alone_and_logd_everywhere() {
         .find(|m| m["mountPath"] == "/var/log/pods")
         .expect("the pods dir mounted");
     assert_eq!(pods_mount["readOnly"], true);
+}
+
+#[test]
+fn watchd_may_get_create_and_update_leases_in_its_namespace_only() {
+    let docs = documents();
+    let deployment = &docs
+        .iter()
+        .find(|(_, d)| d["kind"] == "Deployment")
+        .expect("the watchd Deployment")
+        .1;
+    let namespace = &deployment["metadata"]["namespace"];
+    let account = &deployment["spec"]["template"]["spec"]["serviceAccountName"];
+    let (_, role) = docs
+        .iter()
+        .find(|(_, d)| d["kind"] == "Role")
+        .expect("the leader election Role");
+    assert_eq!(&role["metadata"]["namespace"], namespace);
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                            "verbs": ["get", "create", "update"]}])
+    );
+    let (_, binding) = docs
+        .iter()
+        .find(|(_, d)| d["kind"] == "RoleBinding")
+        .expect("its RoleBinding");
+    assert_eq!(&binding["metadata"]["namespace"], namespace);
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": account, "namespace": namespace}])
+    );
 }
