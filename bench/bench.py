@@ -191,6 +191,7 @@ def parse_intake_line(line):
         return "counters", {
             "log_lines": int(words[2]),
             "raw_lines": int(words[8]),
+            "otlp_records": int(words[words.index("otlp") + 2]) if "otlp" in words else 0,
             "in_flight": int(words[words.index("flight") + 1]),
             "at": float(words[words.index("at") + 1]),
             "statuses": " ".join(words[words.index("status") + 1 : words.index("at")]),
@@ -229,6 +230,26 @@ class Logd:
         # Extra settings to try (e.g. LOGD_BATCH_LINGER_MS=500), space-separated.
         env.update(kv.split("=", 1) for kv in os.environ.get("BENCH_LOGD_ENV", "").split())
         return spawn([self.binary], env, logdir, "logd")
+
+
+class LogdOtlp(Logd):
+    """logd with the OTLP sink, to the test intake's OTLP/HTTP receiver
+    (protobuf; `gzip` compresses)."""
+
+    delivered_key = "otlp_records"
+
+    def __init__(self, binary, gzip=False):
+        super().__init__(binary)
+        self.gzip = gzip
+        self.name = "logd-otlp-gz" if gzip else "logd-otlp"
+
+    def env(self, pods, state, intake):
+        env = Logd.env(pods, state, intake)
+        del env["HIK8S_URL"], env["HIK8S_TOKEN"]
+        env["HIK8S_SINK"] = "otlp"
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = intake.url
+        env["OTEL_EXPORTER_OTLP_COMPRESSION"] = "gzip" if self.gzip else "none"
+        return env
 
 
 class SyslogNg:
@@ -317,7 +338,7 @@ class Run:
         return self.proc.pid
 
     def delivered(self, counters):
-        return counters[self.shipper.delivered_key]
+        return counters.get(self.shipper.delivered_key, 0)
 
     def wait_delivered(self, n, timeout):
         """Counters once `n` lines are delivered, or None at `timeout`."""
@@ -350,6 +371,12 @@ class Run:
         self.intake.close()
         if not self.bench.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def requests_answered(intake):
+    """Data requests the intake answered so far, whatever the status."""
+    counters, _ = intake.latest()
+    return sum(int(pair.split(":")[1]) for pair in counters["statuses"].split() if ":" in pair)
 
 
 def lost_and_dup(expected, delivered):
@@ -403,10 +430,12 @@ def rate_case(bench, shipper, files, rate, seconds, delay_ms=0):
             raise RuntimeError(f"{shipper.name}: prefill not delivered; see {run.dir}")
         run.intake.wait_for(lambda c: False, 1.5)  # settle: linger, checkpoint
         run.intake.reset_latency()
+        requests0 = requests_answered(run.intake)
         cpu0, t0, threads0 = cpu_seconds(pid), time.monotonic(), thread_cpu(pid)
         writer.go()
         manifest = writer.wait()
         cpu1, t1, threads1 = cpu_seconds(pid), time.monotonic(), thread_cpu(pid)
+        requests = requests_answered(run.intake) - requests0
         per_thread = {name: 100 * (cpu - threads0.get(name, 0)) / (t1 - t0) for name, cpu in threads1.items()}
         shown = ", ".join(f"{name} {pct:.1f}" for name, pct in sorted(per_thread.items(), key=lambda kv: -kv[1]))
         print(f"    {shipper.name} CPU % by thread: {shown}", flush=True)
@@ -427,6 +456,7 @@ def rate_case(bench, shipper, files, rate, seconds, delay_ms=0):
             "lost": lost,
             "dup": dup,
             "in flight": counters.get("in_flight", 0),
+            "req/s": requests / (t1 - t0),
         }
         if shipper.delivered_key == "log_lines" and latency:
             result["p99 ms"] = latency["p99"]
@@ -474,6 +504,7 @@ COLUMNS = [
     ("wake-ups/s", "{:.1f}"),
     ("p99 ms", "{:.0f}"),
     ("in flight", "{:.0f}"),
+    ("req/s", "{:.1f}"),
     ("lost", "{:.0f}"),
     ("dup", "{:.0f}"),
 ]
@@ -644,7 +675,12 @@ def main():
     bench = Bench(args)
     shippers = [
         s
-        for s in (Logd(args.logd), SyslogNg(args.syslog_ng, args.syslog_ng_conf))
+        for s in (
+            Logd(args.logd),
+            LogdOtlp(args.logd),
+            LogdOtlp(args.logd, gzip=True),
+            SyslogNg(args.syslog_ng, args.syslog_ng_conf),
+        )
         if s.name in args.shippers.split(",")
     ]
     quick = args.quick

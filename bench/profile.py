@@ -18,7 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import MB, Intake, Logd, gen  # noqa: E402
+from bench import LogdOtlp, MB, Intake, Logd, gen  # noqa: E402
 
 
 def children(pid):
@@ -48,10 +48,13 @@ def main():
         wrapper = ["valgrind", "--tool=massif", f"--massif-out-file={out}"]
     else:
         sys.exit(f"unknown tool {tool!r}: perf, callgrind or massif")
-    env = Logd.env(pods, os.path.join(work, "state"), intake)
+    # PROFILE_SHIPPER=logd-otlp (or logd-otlp-gz): the OTLP sink.
+    shipper = os.environ.get("PROFILE_SHIPPER", "logd")
+    logd = LogdOtlp(logd_bin, gzip=shipper.endswith("-gz")) if shipper.startswith("logd-otlp") else Logd(logd_bin)
+    env = logd.env(pods, os.path.join(work, "state"), intake)
     started = time.time()
     proc = subprocess.Popen(wrapper + [os.path.abspath(logd_bin)], env=env)
-    done = intake.wait_for(lambda c: c["log_lines"] >= manifest["records"], 600)
+    done = intake.wait_for(lambda c: c.get(logd.delivered_key, 0) >= manifest["records"], 600)
     if done is None:
         print("not all lines delivered in 600 s", file=sys.stderr)
     else:

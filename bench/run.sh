@@ -11,6 +11,10 @@
 # test-intake --delay-ms); many2k, many2k50 (1,000 files at 2 lines/s each,
 # the intake at 0 and at 50 ms). BENCH_CASES defaults to every case.
 #
+# Shippers (BENCH_SHIPPERS, default logd,syslog-ng): logd (the HiK8s intake),
+# logd-otlp and logd-otlp-gz (the OTLP sink to the test intake's OTLP/HTTP
+# receiver, protobuf, without and with gzip), syslog-ng.
+#
 # Builds the release binaries (logd, test-intake), installs syslog-ng from
 # Debian if missing (apt-get; as root, or with sudo), generates the data in a
 # temp dir, runs each case for each shipper against the test intake on

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod auth;
+pub mod calendar;
 pub mod config;
 pub mod health;
 pub mod intake;

@@ -110,7 +110,7 @@ impl Sink {
                 for file in files {
                     otlp::logs::encode_file(&mut request, file);
                 }
-                return client.send(&request.finish());
+                return client.send(request.finish());
             }
         }
         Ok(Delivered::default())
@@ -142,7 +142,7 @@ impl Sink {
                         body_start: format!("not a JSON array of records: {e}"),
                     }
                 })?;
-                client.send(&request.finish())
+                client.send(request.finish())
             }
             Sink::Stdout | Sink::File(_) => {
                 let mut out = Vec::with_capacity(body.len() + 64);

@@ -208,7 +208,11 @@ impl Batcher {
                 ready.extend(take(pending, [file], held));
             }
         }
-        if *held > self.batches_cap {
+        if *held > self.batches_cap && self.bundle.is_some() {
+            // One request carries them all: everything goes, as at the
+            // linger, not the largest few (which would be a request each).
+            ready.extend(take_all(pending, held));
+        } else if *held > self.batches_cap {
             let mut by_size: Vec<(usize, FileKey)> = pending
                 .iter()
                 .map(|(file, p)| (p.batch.lines.len(), *file))

@@ -25,8 +25,9 @@ use crossbeam_channel::Sender;
 use inotify::{EventMask, Events, Inotify, WatchDescriptor, WatchMask};
 use logd::TailerConfig;
 
-/// Writes are read at most this often (see the module comment). It adds at
-/// most this much to a line's latency, well inside the batch linger.
+/// Writes are read at most this often by default (see the module
+/// comment). It adds at most this much to a line's latency, well inside the
+/// batch linger.
 const CONTENT_COALESCE: Duration = Duration::from_millis(100);
 
 /// What the parse thread is told.
@@ -57,8 +58,9 @@ enum Level {
 pub struct Discovery {
     /// Directory events, read at once.
     structure: Inotify,
-    /// Writes (MODIFY), read at most every [`CONTENT_COALESCE`].
+    /// Writes (MODIFY), read at most every `write_round`.
     content: Inotify,
+    write_round: Duration,
     pods_dir: PathBuf,
     /// Which pod dirs are never read, so never watched.
     filter: TailerConfig,
@@ -101,6 +103,7 @@ impl Discovery {
         Ok(Discovery {
             structure: Inotify::init()?,
             content: Inotify::init()?,
+            write_round: CONTENT_COALESCE,
             pods_dir: filter.pods_dir.clone(),
             filter,
             watches: HashMap::new(),
@@ -109,6 +112,13 @@ impl Discovery {
             max_watches,
             degraded: false,
         })
+    }
+
+    /// Reads writes at most every `round` instead of [`CONTENT_COALESCE`]:
+    /// fewer, larger reads of each busy file, when lines wait for a longer
+    /// flush anyway.
+    pub fn set_write_round(&mut self, round: Duration) {
+        self.write_round = round;
     }
 
     /// Number of inotify watches held.
@@ -153,7 +163,7 @@ impl Discovery {
                 }
             }
             if content_ready {
-                content_at = Some(Instant::now() + CONTENT_COALESCE);
+                content_at = Some(Instant::now() + self.write_round);
             }
             if round.rescan {
                 self.watch_tree();

@@ -13,6 +13,8 @@
 //! OTLP specification: lowerCamelCase keys, 64-bit integers as strings,
 //! enums as integers, no nulls.
 
+use std::io::Write;
+
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use serde_json::Value as Json;
 
@@ -119,7 +121,18 @@ impl<'c> Encoder<'c> {
     /// A request whose records come from the instrumentation scope
     /// `(name, version)`, with `extra` on every resource.
     pub fn new(format: Format, scope: (&'c str, &'c str), extra: &'c [(String, String)]) -> Self {
-        let mut out = Vec::with_capacity(4096);
+        Encoder::with_buffer(format, scope, extra, Vec::with_capacity(4096))
+    }
+
+    /// As [`Encoder::new`], writing into `out` (cleared first): a buffer of
+    /// an earlier request, whose pages are already there.
+    pub fn with_buffer(
+        format: Format,
+        scope: (&'c str, &'c str),
+        extra: &'c [(String, String)],
+        mut out: Vec<u8>,
+    ) -> Self {
+        out.clear();
         if format == Format::Json {
             out.extend_from_slice(br#"{"resourceLogs":["#);
         }
@@ -434,10 +447,17 @@ fn json_any(out: &mut Vec<u8>, value: Value) {
         }
         Value::Double(d) => {
             out.extend_from_slice(br#"{"doubleValue":"#);
-            // Not finite: no JSON number; OTLP/JSON spells them as strings.
-            match serde_json::Number::from_f64(d) {
-                Some(n) => json_number(out, n),
-                None => json_string(out, &d.to_string()),
+            // std's shortest round-trip form, a valid JSON number when
+            // finite (and no float formatter more in logd's binary); the
+            // others are strings in the protobuf JSON mapping.
+            if d.is_finite() {
+                let _ = write!(out, "{d}");
+            } else if d.is_nan() {
+                out.extend_from_slice(br#""NaN""#);
+            } else if d > 0.0 {
+                out.extend_from_slice(br#""Infinity""#);
+            } else {
+                out.extend_from_slice(br#""-Infinity""#);
             }
         }
         Value::Bool(b) => {

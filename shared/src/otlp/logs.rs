@@ -5,9 +5,11 @@
 //! CRI time, the message as a string body, `log.iostream` and
 //! `log.file.path`.
 
+use std::borrow::Cow;
 use std::time::UNIX_EPOCH;
 
 use super::encode::{Encoder, Record, Value};
+use crate::calendar::days_from_civil;
 use crate::intake::LogMeta;
 use crate::sink::{PodPath, split_cri};
 
@@ -44,17 +46,22 @@ pub fn encode_file(request: &mut Encoder, file: &LogFile) {
     let path = format!("{}/{}", file.meta.path, file.meta.file);
     let now = unix_nanos(std::time::SystemTime::now());
     let mut reads = file.reads.iter().peekable();
-    let mut offset = file.start;
-    for line in file.lines.split_inclusive(|&b| b == b'\n') {
-        if line.last() != Some(&b'\n') {
-            break; // unterminated: not a line yet, as the intake does
-        }
+    let mut start = 0;
+    // Text after the last '\n' is not a line yet, as the intake does.
+    for end in memchr::memchr_iter(b'\n', file.lines) {
+        let line = &file.lines[start..end];
+        let offset = file.start + start;
+        start = end + 1;
         while reads.peek().is_some_and(|(end, _)| *end <= offset) && reads.len() > 1 {
             reads.next();
         }
         let observed = reads.peek().map_or(now, |(_, at)| *at);
-        offset += line.len();
-        let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+        // logd's lines are valid UTF-8 (it repairs them when it reads):
+        // checked with SIMD, repaired here only if they are not.
+        let text = match simdutf8::basic::from_utf8(line) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(line),
+        };
         let (time, stream, message) = split_cri(&text);
         request.record(&Record {
             time_unix_nano: parse_time(time).unwrap_or(0),
@@ -78,10 +85,38 @@ fn restart_count(file: &str) -> Option<i64> {
     digits.parse().ok()
 }
 
-/// An RFC 3339 time (as logd writes them: UTC, 1 to 9 fraction digits) in
-/// nanoseconds since the epoch.
+/// A time as logd writes every line's (`YYYY-MM-DDTHH:MM:SS.fffffffffZ`:
+/// UTC, 1 to 9 fraction digits) in nanoseconds since the epoch; None for
+/// anything else. Parsed by hand: it is done for every line.
 fn parse_time(time: &str) -> Option<u64> {
-    humantime::parse_rfc3339(time).ok().map(unix_nanos)
+    let b = time.as_bytes();
+    let n = b.len();
+    if !(22..=30).contains(&n) || b[n - 1] != b'Z' || b[19] != b'.' {
+        return None;
+    }
+    let digits = |range: std::ops::Range<usize>| -> Option<u64> {
+        b[range].iter().try_fold(0u64, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u64::from(c - b'0'))
+        })
+    };
+    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if separators.iter().any(|&(i, c)| b[i] != c) {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let fraction = digits(20..n - 1)? * 10u64.pow(9 - (n - 21) as u32);
+    let days = days_from_civil(year as i64, month as u32, day as u32);
+    let secs = u64::try_from(days * 86_400).ok()? + hour * 3600 + minute * 60 + second;
+    Some(secs * 1_000_000_000 + fraction)
 }
 
 pub fn unix_nanos(t: std::time::SystemTime) -> u64 {
@@ -103,7 +138,18 @@ mod tests {
             parse_time("2024-11-18T08:59:45.5Z"),
             Some(1_731_920_385_500_000_000)
         );
-        assert_eq!(parse_time("not a time"), None);
+        assert_eq!(parse_time("1970-01-01T00:00:00.000000001Z"), Some(1));
+        for bad in [
+            "not a time",
+            "2024-11-18T08:59:45Z",
+            "2024-11-18T08:59:45.1234567890Z",
+            "2024-13-18T08:59:45.1Z",
+            "2024-11-18 08:59:45.1Z",
+            "2024-11-18T08:59:45.1+01:00",
+            "1969-12-31T23:59:59.1Z",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
     }
 
     #[test]
