@@ -335,7 +335,11 @@ fn json_body(req: &Request) -> Result<Value, ApiError> {
 /// An object as served at `version`; list items of built-in resources go
 /// without `apiVersion` and `kind`, as the real server sends them.
 pub(crate) fn present(t: &ResourceType, version: &str, obj: &Value) -> Value {
-    let mut obj = obj.clone();
+    present_owned(t, version, obj.clone())
+}
+
+/// [`present`], of an object already copied.
+pub(crate) fn present_owned(t: &ResourceType, version: &str, mut obj: Value) -> Value {
     obj["apiVersion"] = json!(t.api_version(version));
     obj["kind"] = json!(t.kind);
     obj
@@ -367,7 +371,7 @@ fn list(
         .items
         .iter()
         .map(|obj| {
-            let mut item = present(t, version, obj);
+            let mut item = present_owned(t, version, obj.value());
             if !t.custom {
                 let map = item.as_object_mut().expect("objects are JSON objects");
                 map.remove("apiVersion");

@@ -75,6 +75,11 @@ impl Selector {
         Ok(Selector { labels, fields })
     }
 
+    /// True when it selects every object.
+    pub fn is_everything(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
     pub fn matches(&self, object: &Value) -> bool {
         let label = |key: &str| object.pointer("/metadata/labels")?.get(key)?.as_str();
         let field = |key: &str| match key {

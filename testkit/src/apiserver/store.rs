@@ -1,6 +1,10 @@
 //! The objects, the global resourceVersion counter, the event history that
 //! watches resume from, list snapshots for paging, and the open watches.
 //!
+//! Objects are kept as JSON text ([`Stored`]) and parsed when served: a
+//! fixture-shaped Pod takes 5.8 KB as text, 48 KB as a `serde_json::Value`,
+//! and benchmarks hold 100,000 of them.
+//!
 //! Everything here runs under one lock, so a write, its history entry and
 //! its delivery to the open watches are one atomic step: a watch that
 //! registers under the lock sees each event exactly once, either in its
@@ -43,8 +47,30 @@ impl EventType {
 pub(crate) struct Event {
     pub kind: EventType,
     pub resource: ResourceId,
-    pub object: Arc<Value>,
+    pub object: Arc<Stored>,
     pub rv: u64,
+}
+
+/// An object as stored: its JSON text.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    json: Box<str>,
+    /// Its `metadata.resourceVersion`.
+    rv: u64,
+}
+
+impl Stored {
+    fn new(object: &Value) -> Stored {
+        Stored {
+            json: object.to_string().into_boxed_str(),
+            rv: object_rv(object),
+        }
+    }
+
+    /// The object, parsed.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.json).expect("stored objects are JSON")
+    }
 }
 
 /// What an open watch receives.
@@ -80,7 +106,7 @@ pub(crate) struct Subscription {
 
 /// One page of a list.
 pub(crate) struct ListPage {
-    pub items: Vec<Arc<Value>>,
+    pub items: Vec<Arc<Stored>>,
     pub rv: u64,
     pub continue_token: Option<String>,
     pub remaining: Option<usize>,
@@ -90,7 +116,7 @@ pub(crate) struct ListPage {
 /// every page comes from the same resourceVersion.
 struct Snapshot {
     rv: u64,
-    items: Vec<Arc<Value>>,
+    items: Vec<Arc<Stored>>,
 }
 
 struct Watcher {
@@ -106,7 +132,7 @@ type Key = (String, String);
 pub(crate) struct Store {
     pub catalog: Catalog,
     rv: u64,
-    objects: BTreeMap<ResourceId, BTreeMap<Key, Arc<Value>>>,
+    objects: BTreeMap<ResourceId, BTreeMap<Key, Arc<Stored>>>,
     /// Events newer than `compacted`, in rv order.
     history: Vec<Arc<Event>>,
     compacted: u64,
@@ -170,7 +196,7 @@ impl Store {
         self.objects
             .get(&t.id)
             .and_then(|objects| objects.get(&key(t, ns, name)))
-            .cloned()
+            .map(|stored| Arc::new(stored.value()))
             .ok_or_else(|| ApiError::not_found(&t.id.group, &t.id.plural, name))
     }
 
@@ -188,13 +214,13 @@ impl Store {
         let (id, offset) = match continue_token {
             Some(token) => self.decode_continue(token)?,
             None => {
-                let items: Vec<Arc<Value>> = self
+                let items: Vec<Arc<Stored>> = self
                     .objects
                     .get(&t.id)
                     .into_iter()
                     .flat_map(|objects| objects.iter())
                     .filter(|((namespace, _), _)| ns.is_none_or(|ns| ns == namespace))
-                    .filter(|(_, obj)| selector.matches(obj))
+                    .filter(|(_, obj)| selector.is_everything() || selector.matches(&obj.value()))
                     .map(|(_, obj)| obj.clone())
                     .collect();
                 if limit.is_none_or(|limit| items.len() <= limit) {
@@ -264,7 +290,7 @@ impl Store {
                     Arc::new(Event {
                         kind: EventType::Added,
                         resource: t.id.clone(),
-                        rv: object_rv(obj),
+                        rv: obj.rv,
                         object: obj.clone(),
                     })
                 })
@@ -492,18 +518,19 @@ impl Store {
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
             .map(String::from);
+        let stored = Arc::new(Stored::new(&obj));
         let obj = Arc::new(obj);
         let objects = self.objects.entry(t.id.clone()).or_default();
         let k = key(t, ns.as_deref(), &name);
         if kind == EventType::Deleted {
             objects.remove(&k);
         } else {
-            objects.insert(k, obj.clone());
+            objects.insert(k, stored.clone());
         }
         let event = Arc::new(Event {
             kind,
             resource: t.id.clone(),
-            object: obj.clone(),
+            object: stored,
             rv: self.rv,
         });
         self.history.push(event.clone());
@@ -527,13 +554,13 @@ impl Store {
         let Some(gone) = self.catalog.remove_crd(crd_name) else {
             return;
         };
-        let objects: Vec<Arc<Value>> = self
+        let objects: Vec<Arc<Stored>> = self
             .objects
             .get(&gone.id)
             .map(|o| o.values().cloned().collect())
             .unwrap_or_default();
         for obj in objects {
-            self.commit(&gone, EventType::Deleted, (*obj).clone());
+            self.commit(&gone, EventType::Deleted, obj.value());
         }
         self.watchers.retain(|w| w.resource != gone.id);
     }

@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::{Value, json};
 
 use super::http;
-use super::routes::{WatchPlan, present};
+use super::routes::{WatchPlan, present_owned};
 use super::server::Shared;
 use super::store::{Delivery, Event, WatchFrom};
 
@@ -174,18 +174,18 @@ fn line(event: &Value) -> Vec<u8> {
 }
 
 fn send_event(stream: &mut TcpStream, plan: &WatchPlan, event: &Event) -> io::Result<()> {
-    let obj = &event.object;
+    let obj = event.object.value();
     if let Some(ns) = &plan.namespace
         && obj.pointer("/metadata/namespace").and_then(Value::as_str) != Some(ns)
     {
         return Ok(());
     }
-    if !plan.selector.matches(obj) {
+    if !plan.selector.matches(&obj) {
         return Ok(());
     }
     let event = json!({
         "type": event.kind.as_str(),
-        "object": present(&plan.resource, &plan.version, obj),
+        "object": present_owned(&plan.resource, &plan.version, obj),
     });
     http::write_chunk(stream, &line(&event))
 }
