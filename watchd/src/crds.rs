@@ -12,16 +12,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, DynamicObject};
+use kube::api::Api;
 use kube::runtime::watcher;
 use serde_json::Value;
 use shared::retry::Backoff;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::kube_thread::{REFUSED_RETRY, WatchMsg, WatcherCtx, api_resource, watch_target};
+use crate::raw::RawObject;
 use crate::rbac;
 use crate::resources::{Route, Target};
 use crate::status::WatcherState;
+
+/// CRDs per list page. A CRD carries its OpenAPI schema (often 100 KB to
+/// 1 MB of JSON), and the page is held as text ([`RawObject`]) while its
+/// CRDs are looked at, one parsed at a time.
+const CRD_PAGE_SIZE: u32 = 25;
 
 /// The CRDs' own resource.
 fn crd_resource() -> Target {
@@ -116,8 +122,9 @@ impl Running {
 /// CRD. Dropping this task's future stops every watcher it started.
 pub async fn watch_crds(ctx: WatcherCtx, exclude: Vec<String>) {
     let crds = crd_resource();
-    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &api_resource(&crds));
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+    let api: Api<RawObject> = Api::all_with(ctx.client.clone(), &api_resource(&crds));
+    let config = watcher::Config::default().page_size(CRD_PAGE_SIZE);
+    let mut events = std::pin::pin!(watcher(api, config));
     let mut running = Running {
         tasks: JoinSet::new(),
         by_crd: HashMap::new(),
@@ -130,11 +137,13 @@ pub async fn watch_crds(ctx: WatcherCtx, exclude: Vec<String>) {
         match event {
             Ok(watcher::Event::Init) => listed = Some(HashSet::new()),
             Ok(watcher::Event::InitApply(crd) | watcher::Event::Apply(crd)) => {
-                let name = crd.metadata.name.clone().unwrap_or_default();
+                let Some((name, crd)) = parse(&crd) else {
+                    continue;
+                };
                 if let Some(seen) = listed.as_mut() {
                     seen.insert(name.clone());
                 }
-                reconcile(&ctx, &mut running, &name, &crd.data, &exclude).await;
+                reconcile(&ctx, &mut running, &name, &crd, &exclude).await;
             }
             Ok(watcher::Event::InitDone) => {
                 backoff.reset();
@@ -155,8 +164,9 @@ pub async fn watch_crds(ctx: WatcherCtx, exclude: Vec<String>) {
                 }
             }
             Ok(watcher::Event::Delete(crd)) => {
-                let name = crd.metadata.name.clone().unwrap_or_default();
-                running.stop(&ctx, &name, true).await;
+                if let Some((name, _)) = parse(&crd) {
+                    running.stop(&ctx, &name, true).await;
+                }
             }
             Err(error) => {
                 let wait = if is_forbidden(&error) {
@@ -209,6 +219,25 @@ async fn reconcile(
                 log::debug!("{}: excluded by WATCHD_EXCLUDE", t.name());
             }
             running.stop(ctx, crd, false).await;
+        }
+    }
+}
+
+/// A CRD's name and the CRD; `None` (logged) if it is not JSON, which the
+/// kube client would have refused already.
+fn parse(crd: &RawObject) -> Option<(String, Value)> {
+    match crd.to_value() {
+        Ok(crd) => {
+            let name = crd
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            Some((name, crd))
+        }
+        Err(e) => {
+            log::error!("customresourcedefinitions: cannot parse a CRD: {e}");
+            None
         }
     }
 }

@@ -10,27 +10,31 @@
 //! does not take holds back only its own watchers).
 //!
 //! Architecture invariant: nothing in this module blocks the runtime; all
-//! CPU work on objects (stripping, hashing, serializing) happens on the
-//! process thread.
+//! CPU work on objects (parsing, stripping, hashing, serializing) happens
+//! on the process thread. Here they stay the text they came as
+//! ([`crate::raw`]); only CRDs, to start their watchers, are parsed.
 
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource};
 use kube::runtime::watcher;
 use shared::retry::Backoff;
 use tokio::sync::watch;
 
 use crate::lanes::EventSender;
 use crate::metrics::Metrics;
+use crate::raw::RawObject;
 use crate::rbac;
 use crate::resources::Target;
 use crate::status::{WatchStatus, WatcherState};
 use crate::watch_pacing::WatchPacingLayer;
 
-/// Objects per list page: bounds what a watcher holds while listing.
+/// Objects per list page: bounds what a watcher holds while listing (the
+/// page's objects as text, [`RawObject`], and the response they were read
+/// from: 250 fixture-shaped Pods with managedFields are about 1.4 MB each).
 const PAGE_SIZE: u32 = 250;
 /// How often a forbidden (403) or not served (404) resource is tried again.
 pub const REFUSED_RETRY: Duration = Duration::from_secs(180);
@@ -56,11 +60,11 @@ pub enum Change {
 pub enum WatchMsg {
     /// A (re)list of `target` begins.
     ListStarted(Arc<Target>),
-    /// An object of `target`.
+    /// An object of `target`, as the API server sent it.
     Object {
         target: Arc<Target>,
         change: Change,
-        object: Box<DynamicObject>,
+        object: Box<RawObject>,
     },
     /// The (re)list of `target` is complete.
     ListDone(Arc<Target>),
@@ -310,7 +314,7 @@ pub fn api_resource(target: &Target) -> ApiResource {
 /// Watches one resource for ever, sending its events on; returns only when
 /// the process thread is gone.
 pub async fn watch_target(ctx: WatcherCtx, target: Arc<Target>) {
-    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &api_resource(&target));
+    let api: Api<RawObject> = Api::all_with(ctx.client.clone(), &api_resource(&target));
     let config = watcher::Config::default().page_size(PAGE_SIZE);
     let mut events = std::pin::pin!(watcher(api, config));
     let name = target.name();
@@ -352,7 +356,7 @@ pub async fn watch_target(ctx: WatcherCtx, target: Arc<Target>) {
     }
 }
 
-fn to_msg(target: &Arc<Target>, event: watcher::Event<DynamicObject>) -> WatchMsg {
+fn to_msg(target: &Arc<Target>, event: watcher::Event<RawObject>) -> WatchMsg {
     let object = |change, object| WatchMsg::Object {
         target: target.clone(),
         change,

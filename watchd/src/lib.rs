@@ -19,6 +19,7 @@ pub mod leader;
 pub mod lease;
 pub mod metrics;
 pub mod process;
+pub mod raw;
 pub mod rbac;
 pub mod relist;
 pub mod resources;

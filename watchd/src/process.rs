@@ -101,10 +101,10 @@ impl Processor {
                 change,
                 object,
             } => {
-                let mut value = match serde_json::to_value(&*object) {
+                let mut value = match object.to_value() {
                     Ok(v) => v,
                     Err(e) => {
-                        log::error!("{}: cannot serialize an object: {e}", target.name());
+                        log::error!("{}: cannot parse an object: {e}", target.name());
                         return;
                     }
                 };
@@ -283,11 +283,11 @@ fn fill_type(map: &mut Map<String, Value>, target: &Target) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raw::RawObject;
     use crate::resources::parse_resources;
-    use kube::api::DynamicObject;
     use std::sync::Arc;
 
-    fn pod(uid: &str, rv: &str, image: &str, with_types: bool) -> Box<DynamicObject> {
+    fn pod(uid: &str, rv: &str, image: &str, with_types: bool) -> Box<RawObject> {
         let mut v = json!({
             "metadata": {"name": format!("p-{uid}"), "namespace": "ns", "uid": uid, "resourceVersion": rv,
                 "managedFields": [{"manager": "m", "operation": "Update", "apiVersion": "v1", "time": "2024-01-01T00:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]},
@@ -297,7 +297,7 @@ mod tests {
             v["apiVersion"] = json!("v1");
             v["kind"] = json!("Pod");
         }
-        Box::new(serde_json::from_value(v).expect("a DynamicObject"))
+        Box::new(RawObject::from_value(&v))
     }
 
     /// Unix nanoseconds; the records' `timestamp` is 1700000000.
