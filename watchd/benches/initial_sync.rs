@@ -1,16 +1,24 @@
 //! watchd's performance figures, against the test API server holding
-//! 10,000 fixture-shaped Pods (with managedFields) and 1,000 custom
-//! resources:
+//! fixture-shaped Pods (with managedFields) and 1,000 custom resources, at
+//! 10,000 and then 100,000 Pods:
 //! - time from start until every `initapply` record is acknowledged, with
 //!   the intake answering at once and 50 ms late (production's intake is
 //!   25-100 ms away; the routes upload side by side, one request in flight
 //!   each);
-//! - peak RSS of the watchd process;
+//! - peak RSS (VmHWM) and CPU time of the watchd process (watchd runs as a
+//!   process of its own: the test servers, in this process, are not
+//!   counted);
+//! - requests to the intake, and list requests (pages) to the API server;
 //! - bytes sent, against the objects unmodified;
-//! - records/s sustained for a stream of 500 updates/s, with watchd's CPU
-//!   (% of one core), at the last latency.
+//! - two replicas with leader election on (`WATCHD_LEADER_ELECTION`): the
+//!   leader's time to every `initapply` acknowledged, the standby's time to
+//!   every object listed, and the peak RSS of both;
+//! - at 10,000 Pods: records/s sustained for a stream of 500 updates/s,
+//!   with watchd's CPU (% of one core), at the last latency.
 //!
 //! Run: `cargo bench -p watchd --bench initial_sync` (release build).
+//! `WATCHD_BENCH_PODS=100000` runs one size only (several: `10000,100000`;
+//! sizes ascend, as Pods are only ever added).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -18,17 +26,21 @@ mod support;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{Watchd, copy, fixture};
 use testkit::apiserver::ApiServer;
 use testkit::intake::{Faults, Intake, RequestLog};
 
-const PODS: usize = 10_000;
+/// Pods in the cluster, one size after the other.
+const SIZES: [usize; 2] = [10_000, 100_000];
 const CUSTOM: usize = 1_000;
 const UPDATES_PER_SEC: usize = 500;
 const UPDATE_SECS: usize = 10;
 /// Intake latencies the initial sync is measured at, in milliseconds.
 const LATENCIES_MS: [u64; 2] = [0, 50];
+/// Generous: the test API server serves 100,000 Pods in about 30 s on the
+/// loaded 2-core machine.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn metric(watchd: &Watchd, prefix: &str) -> u64 {
     watchd
@@ -50,69 +62,140 @@ fn usage(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-fn wait_shipped(watchd: &Watchd, at_least: u64, timeout: Duration) {
+/// Waits until `prefix`'s series of `watchd` add up to `at_least`.
+fn wait_metric(watchd: &Watchd, prefix: &str, at_least: u64, timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    while metric(watchd, "watchd_records_shipped_total") < at_least {
+    while metric(watchd, prefix) < at_least {
         assert!(
             Instant::now() < deadline,
-            "only {} records acknowledged; log:\n{}",
-            metric(watchd, "watchd_records_shipped_total"),
+            "only {} of {prefix}; log:\n{}",
+            metric(watchd, prefix),
             watchd.log()
         );
         thread::sleep(Duration::from_millis(20));
     }
 }
 
-fn main() {
-    let api = ApiServer::start();
-    let unmodified = populate(&api);
-    println!(
-        "watchd benchmark: {PODS} Pods + {CUSTOM} custom resources (fixture-shaped, with managedFields)"
-    );
-    let mut last = None;
-    for latency in LATENCIES_MS {
-        // One watchd at a time: the previous one stops first.
-        drop(last.take());
-        let latency = Duration::from_millis(latency);
-        last = Some(initial_sync(&api, latency, unmodified));
-    }
-    let (watchd, _intake) = last.expect("one latency at least");
-    update_stream(&api, &watchd);
+fn wait_shipped(watchd: &Watchd, at_least: u64, timeout: Duration) {
+    wait_metric(watchd, "watchd_records_shipped_total", at_least, timeout);
 }
 
-/// Creates the CRD, the Pods and the custom resources; returns their bytes
-/// as the API server stores them.
-fn populate(api: &ApiServer) -> usize {
-    let pod = fixture("pod-aggregation__apply_pod");
-    let cert = fixture("certificate-deletion__apply_certificate");
-    api.create(json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "certificates.cert-manager.io"},
-        "spec": {"group": "cert-manager.io", "scope": "Namespaced",
-                 "names": {"plural": "certificates", "kind": "Certificate"},
-                 "versions": [{"name": "v1", "served": true, "storage": true}]}
-    }));
-    let mut unmodified = 0usize;
-    for i in 0..PODS {
-        let stored = api.create(copy(&pod, &format!("bench-pod-{i}")));
-        unmodified += serde_json::to_vec(&stored).expect("serializable").len();
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn main() {
+    let sizes: Vec<usize> = match std::env::var("WATCHD_BENCH_PODS") {
+        Ok(list) => list
+            .split(',')
+            .map(|s| s.trim().parse().expect("WATCHD_BENCH_PODS: Pod counts"))
+            .collect(),
+        Err(_) => SIZES.to_vec(),
+    };
+    let api = ApiServer::start();
+    let mut cluster = Cluster::new(&api);
+    for pods in sizes {
+        let start = Instant::now();
+        cluster.grow_to(pods);
+        println!(
+            "watchd benchmark: {pods} Pods + {CUSTOM} custom resources (fixture-shaped, with managedFields; created in {:.1} s)",
+            start.elapsed().as_secs_f64()
+        );
+        let mut last = None;
+        for latency in LATENCIES_MS {
+            // One watchd at a time: the previous one stops first.
+            drop(last.take());
+            let latency = Duration::from_millis(latency);
+            last = Some(initial_sync(&api, &cluster, latency));
+        }
+        if pods == SIZES[0] {
+            let (watchd, _intake) = last.take().expect("one latency at least");
+            update_stream(&api, &watchd, pods);
+        }
+        drop(last);
+        two_replicas(&api, &cluster);
     }
-    for i in 0..CUSTOM {
-        let stored = api.create(copy(&cert, &format!("bench-cert-{i}")));
-        unmodified += serde_json::to_vec(&stored).expect("serializable").len();
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let own = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM");
+    println!(
+        "(the benchmark process, with the test API server and intakes: peak RSS {:.0} MiB)",
+        mib(own)
+    );
+}
+
+/// What the API server holds.
+struct Cluster<'a> {
+    api: &'a ApiServer,
+    pods: usize,
+    pod: Value,
+    /// Bytes of the objects as the API server stores them.
+    unmodified: usize,
+}
+
+impl<'a> Cluster<'a> {
+    /// Creates the CRD and the custom resources.
+    fn new(api: &'a ApiServer) -> Cluster<'a> {
+        let cert = fixture("certificate-deletion__apply_certificate");
+        api.create(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "certificates.cert-manager.io"},
+            "spec": {"group": "cert-manager.io", "scope": "Namespaced",
+                     "names": {"plural": "certificates", "kind": "Certificate"},
+                     "versions": [{"name": "v1", "served": true, "storage": true}]}
+        }));
+        let mut unmodified = 0;
+        for i in 0..CUSTOM {
+            let stored = api.create(copy(&cert, &format!("bench-cert-{i}")));
+            unmodified += serde_json::to_vec(&stored).expect("serializable").len();
+        }
+        Cluster {
+            api,
+            pods: 0,
+            pod: fixture("pod-aggregation__apply_pod"),
+            unmodified,
+        }
     }
-    unmodified
+
+    /// Creates Pods up to `pods`.
+    fn grow_to(&mut self, pods: usize) {
+        for i in self.pods..pods {
+            let stored = self.api.create(copy(&self.pod, &format!("bench-pod-{i}")));
+            self.unmodified += serde_json::to_vec(&stored).expect("serializable").len();
+        }
+        self.pods = self.pods.max(pods);
+    }
+
+    /// Pods and custom resources.
+    fn objects(&self) -> u64 {
+        (self.pods + CUSTOM) as u64
+    }
+}
+
+/// List requests (pages) of Pods and Certificates the API server answered.
+fn list_requests(api: &ApiServer) -> usize {
+    api.requests()
+        .iter()
+        .filter(|r| {
+            r.method == "GET" && (r.path.ends_with("/pods") || r.path.ends_with("/certificates"))
+        })
+        .filter(|r| r.param("watch").is_none_or(|w| w != "true" && w != "1"))
+        .count()
 }
 
 /// Starts watchd against an intake answering `latency` late, waits for
 /// every `initapply` to be acknowledged and prints the figures; returns
 /// both, still running.
-fn initial_sync(api: &ApiServer, latency: Duration, unmodified: usize) -> (Watchd, Intake) {
+fn initial_sync(api: &ApiServer, cluster: &Cluster, latency: Duration) -> (Watchd, Intake) {
     let intake = Intake::start();
     intake.set_faults(Faults {
         latency,
         ..Faults::default()
     });
+    let lists_before = list_requests(api);
     let start = Instant::now();
     let watchd = Watchd::start(
         api,
@@ -122,10 +205,11 @@ fn initial_sync(api: &ApiServer, latency: Duration, unmodified: usize) -> (Watch
             ("RUST_LOG", "warn,shared::metrics=info"),
         ],
     );
-    let objects = (PODS + CUSTOM) as u64;
-    wait_shipped(&watchd, objects, Duration::from_secs(300));
+    let objects = cluster.objects();
+    wait_shipped(&watchd, objects, SYNC_TIMEOUT);
     let sync = start.elapsed();
-    let rss_sync = watchd.peak_rss_kib();
+    let (rss_sync, cpu) = (watchd.peak_rss_kib(), usage(watchd.pid()));
+    let lists = list_requests(api) - lists_before;
     let synced = |r: &&RequestLog| r.path == "/resources" || r.path == "/customresources";
     let requests = intake.requests();
     let sent: usize = requests
@@ -137,29 +221,90 @@ fn initial_sync(api: &ApiServer, latency: Duration, unmodified: usize) -> (Watch
     let requests = requests.iter().filter(synced).count();
     println!("intake latency {} ms:", latency.as_millis());
     println!(
-        "  initial sync: {:.2} s to every initapply acknowledged ({:.0} records/s)",
+        "  initial sync: {:.2} s to every initapply acknowledged ({:.0} records/s); watchd CPU {cpu:.1} s",
         sync.as_secs_f64(),
         objects as f64 / sync.as_secs_f64()
     );
     println!(
-        "  requests: {requests} for {objects} records ({:.0} records per request)",
+        "  requests: {requests} to the intake for {objects} records ({:.0} records per request); {lists} list requests (pages) to the API server",
         objects as f64 / requests as f64
     );
     println!(
         "  bytes sent: {} against {} unmodified ({:.1} %)",
         sent,
-        unmodified,
-        sent as f64 * 100.0 / unmodified as f64
+        cluster.unmodified,
+        sent as f64 * 100.0 / cluster.unmodified as f64
     );
-    println!(
-        "  peak RSS after the sync: {:.1} MiB",
-        rss_sync as f64 / 1024.0
-    );
+    println!("  peak RSS after the sync: {:.1} MiB", mib(rss_sync));
     (watchd, intake)
 }
 
+/// Two replicas with leader election on, each with an intake of its own:
+/// the leader starts first and takes the Lease, the standby follows. Prints
+/// the leader's time to every `initapply` acknowledged, the standby's to
+/// every object listed (its records are made and dropped), and both peak
+/// RSS; then stops both (the leader releases its Lease).
+fn two_replicas(api: &ApiServer, cluster: &Cluster) {
+    let objects = cluster.objects();
+    let env = |name| {
+        [
+            ("WATCHD_LEADER_ELECTION", "on"),
+            ("POD_NAME", name),
+            ("POD_NAMESPACE", "default"),
+            ("WATCHD_RESOURCES", "pods"),
+            ("RUST_LOG", "warn,shared::metrics=info"),
+        ]
+    };
+    let (leader_intake, standby_intake) = (Intake::start(), Intake::start());
+    let start = Instant::now();
+    let mut leader = Watchd::start(api, &leader_intake, &env("bench-leader"));
+    let holder = |api: &ApiServer| {
+        api.lease("default", "watchd")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+    };
+    assert!(
+        api.wait_for(support::DEADLINE, |api| holder(api).as_deref()
+            == Some("bench-leader")),
+        "the first replica never took the Lease; log:\n{}",
+        leader.log()
+    );
+    let standby_start = Instant::now();
+    let mut standby = Watchd::start(api, &standby_intake, &env("bench-standby"));
+    wait_shipped(&leader, objects, SYNC_TIMEOUT);
+    let leader_sync = start.elapsed();
+    wait_metric(&standby, "watchd_records_total", objects, SYNC_TIMEOUT);
+    let standby_sync = standby_start.elapsed();
+    let (rss_leader, rss_standby) = (leader.peak_rss_kib(), standby.peak_rss_kib());
+    let (now_leader, now_standby) = (leader.rss_kib(), standby.rss_kib());
+    let (cpu_leader, cpu_standby) = (usage(leader.pid()), usage(standby.pid()));
+    assert!(
+        standby_intake.requests().is_empty(),
+        "the standby shipped; log:\n{}",
+        standby.log()
+    );
+    println!("two replicas, leader election on (intake latency 0 ms):");
+    println!(
+        "  leader: {:.2} s to every initapply acknowledged, peak RSS {:.1} MiB (now {:.1}), CPU {cpu_leader:.1} s",
+        leader_sync.as_secs_f64(),
+        mib(rss_leader),
+        mib(now_leader)
+    );
+    println!(
+        "  standby: {:.2} s to every object listed, peak RSS {:.1} MiB ({:+.1} % of the leader's; now {:.1}), CPU {cpu_standby:.1} s",
+        standby_sync.as_secs_f64(),
+        mib(rss_standby),
+        (rss_standby as f64 / rss_leader as f64 - 1.0) * 100.0,
+        mib(now_standby)
+    );
+    for replica in [&mut standby, &mut leader] {
+        replica.sigterm();
+        let status = replica.wait_exit(support::DEADLINE);
+        assert!(status.success(), "{status}; log:\n{}", replica.log());
+    }
+}
+
 /// A stream of updates: a real change (a label) on Pods, round-robin.
-fn update_stream(api: &ApiServer, watchd: &Watchd) {
+fn update_stream(api: &ApiServer, watchd: &Watchd, pods: usize) {
     let shipped_before = metric(watchd, "watchd_records_shipped_total");
     let cpu_before = usage(watchd.pid());
     let stream_start = Instant::now();
@@ -173,7 +318,7 @@ fn update_stream(api: &ApiServer, watchd: &Watchd) {
             "v1",
             "Pod",
             Some("examples"),
-            &format!("bench-pod-{}", n % PODS),
+            &format!("bench-pod-{}", n % pods),
             json!({"metadata": {"labels": {"bench-update": n.to_string()}}}),
         );
     }
@@ -194,6 +339,6 @@ fn update_stream(api: &ApiServer, watchd: &Watchd) {
         stream.as_secs_f64(),
         total as f64 / stream.as_secs_f64(),
         cpu_percent,
-        rss_peak as f64 / 1024.0
+        mib(rss_peak)
     );
 }
