@@ -403,6 +403,18 @@ users:
             .allow(holder);
     }
 
+    /// Holds the next `n` Lease writes (creates and replaces through REST)
+    /// until all `n` have arrived (at most 10 s), then serves them in
+    /// turn: candidates that read the same Lease (or none) and write
+    /// together race for certain, and all but one get a 409, however the
+    /// machine schedules them.
+    pub fn gather_lease_writes(&self, n: usize) {
+        let (gate, _) = &self.shared().lease_gate;
+        let mut gate = gate.lock().expect("lease gate lock");
+        gate.expected = n;
+        gate.arrived = 0;
+    }
+
     /// The Lease `ns/name` as stored (`coordination.k8s.io/v1`), if any.
     pub fn lease(&self, ns: &str, name: &str) -> Option<Value> {
         self.get("coordination.k8s.io/v1", "Lease", Some(ns), name)

@@ -202,6 +202,9 @@ fn resource(shared: &Shared, req: &Request, path: ResourcePath) -> Result<Reply,
             if let Some(holder) = refused_holder(shared, &t, ns, None, &body) {
                 return Ok(Reply::Unanswered { holder });
             }
+            if lease::is_lease(&t) {
+                shared.pass_lease_gate();
+            }
             let obj = shared
                 .store
                 .lock()
@@ -213,6 +216,9 @@ fn resource(shared: &Shared, req: &Request, path: ResourcePath) -> Result<Reply,
             let body = json_body(req)?;
             if let Some(holder) = refused_holder(shared, &t, ns, Some(name), &body) {
                 return Ok(Reply::Unanswered { holder });
+            }
+            if lease::is_lease(&t) {
+                shared.pass_lease_gate();
             }
             let (obj, created) = shared
                 .store

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -25,11 +25,46 @@ pub(crate) struct Shared {
     /// Lease holders cut off from the server, and the requests they wait
     /// on (see [`super::ApiServer::refuse_lease_writes_from`]).
     pub partition: Mutex<Partition>,
+    /// Lease writes still to gather (see
+    /// [`super::ApiServer::gather_lease_writes`]), and those waiting.
+    pub lease_gate: (Mutex<LeaseGate>, Condvar),
     bookmark_interval_ms: AtomicU64,
     stopping: AtomicBool,
     /// Open connections, so stopping the server can close them.
     connections: Mutex<HashMap<u64, TcpStream>>,
     next_connection: AtomicU64,
+}
+
+/// Lease writes held until enough have arrived: a race made certain.
+#[derive(Default)]
+pub(crate) struct LeaseGate {
+    /// How many writes to gather; 0: none held.
+    pub expected: usize,
+    pub arrived: usize,
+}
+
+impl Shared {
+    /// Holds a Lease write until the gathered number has arrived (or 10 s
+    /// passed), then lets it through: they are then served in turn, on the
+    /// same snapshot of the store they all read before.
+    pub fn pass_lease_gate(&self) {
+        let (gate, arrived) = &self.lease_gate;
+        let mut state = gate.lock().expect("lease gate lock");
+        if state.expected == 0 {
+            return;
+        }
+        state.arrived += 1;
+        if state.arrived >= state.expected {
+            *state = LeaseGate::default();
+            arrived.notify_all();
+            return;
+        }
+        let _ = arrived
+            .wait_timeout_while(state, std::time::Duration::from_secs(10), |s| {
+                s.expected > 0
+            })
+            .expect("lease gate lock");
+    }
 }
 
 /// The simulated network partition of Lease holders.
@@ -84,6 +119,7 @@ impl Server {
             forbidden: Mutex::new(HashSet::new()),
             requests: Mutex::new(Vec::new()),
             partition: Mutex::new(Partition::default()),
+            lease_gate: (Mutex::new(LeaseGate::default()), Condvar::new()),
             bookmark_interval_ms: AtomicU64::new(5_000),
             stopping: AtomicBool::new(false),
             connections: Mutex::new(HashMap::new()),
