@@ -41,7 +41,6 @@ pub fn encode_file(request: &mut Encoder, file: &LogFile) {
     if let Some(restarts) = restarts {
         resource.push(("k8s.container.restart_count", Value::Int(restarts)));
     }
-    request.reserve(file.lines.len() * 2);
     request.begin_resource(&resource);
     let path = format!("{}/{}", file.meta.path, file.meta.file);
     let now = unix_nanos(std::time::SystemTime::now());
@@ -76,6 +75,15 @@ pub fn encode_file(request: &mut Encoder, file: &LogFile) {
         });
     }
     request.end_resource();
+}
+
+/// About the bytes `file` takes in a protobuf request: its lines, and per
+/// line the record's framing, times, stream and path. Reserved before
+/// encoding, so the body is not grown (and copied) as it is written.
+pub fn encoded_size(file: &LogFile) -> usize {
+    let path = file.meta.path.len() + file.meta.file.len() + 1;
+    let lines = memchr::memchr_iter(b'\n', file.lines).count();
+    file.lines.len() + lines * (path + 64) + 256
 }
 
 /// `<restarts>.log` (or a rotated `<restarts>.log.<date>`): kubelet names a
