@@ -201,7 +201,7 @@ impl IntakeClient {
         token: &str,
     ) -> Result<(), SendError> {
         let mut reader = body.reader();
-        let mut response = self
+        let response = self
             .agent
             .post(url)
             .header("Authorization", format!("Bearer {token}"))
@@ -214,20 +214,44 @@ impl IntakeClient {
                 status: None,
                 retry_after: None,
             })?;
-        let status = response.status().as_u16();
-        let retry_after = response
+        let answer = read_answer(response);
+        classify(url, answer.status, answer.retry_after, &answer.body)
+    }
+}
+
+/// What a server answered, read whole: both sinks' clients sort it.
+pub(crate) struct Answer {
+    pub status: u16,
+    /// `Retry-After`, in seconds or as an HTTP date.
+    pub retry_after: Option<Duration>,
+    pub content_type: String,
+    /// The start of the body.
+    pub body: Vec<u8>,
+}
+
+pub(crate) fn read_answer(mut response: ureq::http::Response<ureq::Body>) -> Answer {
+    let header = |name: &str| {
+        response
             .headers()
-            .get("retry-after")
+            .get(name)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| parse_retry_after(value, SystemTime::now()));
-        // Reading the (small) body lets the connection be reused.
-        let mut answer = Vec::new();
-        let _ = response
-            .body_mut()
-            .as_reader()
-            .take(MAX_RESPONSE_READ)
-            .read_to_end(&mut answer);
-        classify(url, status, retry_after, &answer)
+            .map(str::to_owned)
+    };
+    let retry_after =
+        header("retry-after").and_then(|value| parse_retry_after(&value, SystemTime::now()));
+    let content_type = header("content-type").unwrap_or_default();
+    // Reading the (small) body lets the connection be reused.
+    let mut body = Vec::new();
+    let _ = response
+        .body_mut()
+        .as_reader()
+        .take(MAX_RESPONSE_READ)
+        .read_to_end(&mut body);
+    Answer {
+        status: response.status().as_u16(),
+        retry_after,
+        content_type,
+        body,
     }
 }
 

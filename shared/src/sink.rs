@@ -107,7 +107,7 @@ impl Sink {
             }
             Sink::Otlp(client) => {
                 let mut request = client.encoder(("logd", env!("CARGO_PKG_VERSION")));
-                request.reserve(files.iter().map(otlp::logs::encoded_size).sum());
+                request.reserve(files.iter().map(LogFile::encoded_size).sum());
                 for file in files {
                     otlp::logs::encode_file(&mut request, file);
                 }

@@ -249,22 +249,20 @@ impl Uploader {
     /// The request for `file`'s head piece and, if the sink takes many
     /// files per request, the head pieces of the ready files after it.
     fn job(&self, state: &mut State, file: FileKey) -> Job {
-        let mut parts = vec![part(state, file)];
-        let Some(limit) = self.bundle else {
-            return Job { parts };
+        let (Some(limit), false) = (self.bundle, head(state, file).solo) else {
+            return Job {
+                parts: vec![part(state, file)],
+            };
         };
-        if head(state, file).solo {
-            return Job { parts };
-        }
-        let mut size = request_size(&parts[0]);
+        let mut size = request_size(state, file);
+        let mut parts = vec![part(state, file)];
         while size < limit {
             let Some(at) = state.ready.iter().position(|(f, _)| !head(state, *f).solo) else {
                 break;
             };
             let (next, _) = state.ready.remove(at).expect("found above");
-            let next = part(state, next);
-            size += request_size(&next);
-            parts.push(next);
+            size += request_size(state, next);
+            parts.push(part(state, next));
         }
         Job { parts }
     }
@@ -638,12 +636,13 @@ fn part(state: &mut State, file: FileKey) -> Part {
     }
 }
 
-/// About what `part` adds to an OTLP request: its lines, and per line the
-/// record's framing, times and attributes (the file's path among them).
-fn request_size(part: &Part) -> usize {
-    let lines = &part.lines[part.range.clone()];
-    let path = part.meta.intake_path.len() + part.meta.file.len() + 1;
-    lines.len() + count_lines(lines) as usize * (96 + path)
+/// About what `file`'s head piece adds to an OTLP request (its lines are
+/// counted already: no scan of its bytes).
+fn request_size(state: &State, file: FileKey) -> usize {
+    let piece = head(state, file);
+    let meta = &state.open[&piece.batch].meta;
+    let path_len = meta.intake_path.len() + meta.file.len() + 1;
+    shared::otlp::logs::encoded_size(piece.lines.len(), piece.line_count as usize, path_len)
 }
 
 /// Registers a new batch as one piece at the end of its file's queue.

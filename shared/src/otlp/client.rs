@@ -5,9 +5,8 @@
 //! intake client gives, so the daemons' retry and split logic serves both.
 
 use std::fmt;
-use std::io::Read;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use flate2::Compression;
 // The fastest level: most of what gzip saves on logs, at a fraction of the
@@ -18,11 +17,7 @@ use prost::Message;
 use super::encode::{Encoder, Format};
 use crate::auth::body_start;
 use crate::config::{CONNECT_TIMEOUT, OtlpConfig, Secret};
-use crate::intake::{SendError, Transport, build_agent};
-use crate::retry::parse_retry_after;
-
-/// Longest response body read per request.
-const MAX_RESPONSE_READ: u64 = 64 * 1024;
+use crate::intake::{SendError, Transport, build_agent, read_answer};
 
 /// A request the receiver took, with what it says it dropped of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -124,30 +119,20 @@ impl OtlpClient {
         for (name, value) in &self.headers {
             request = request.header(name, value.expose());
         }
-        let mut response = request.send(body).map_err(|e| SendError::Retryable {
+        let response = request.send(body).map_err(|e| SendError::Retryable {
             reason: format!("POST {}: {e}", self.url),
             status: None,
             retry_after: None,
         })?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| parse_retry_after(value, SystemTime::now()));
-        let protobuf = response
-            .headers()
-            .get("content-type")
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.starts_with("application/x-protobuf"));
-        // Reading the (small) body lets the connection be reused.
-        let mut answer = Vec::new();
-        let _ = response
-            .body_mut()
-            .as_reader()
-            .take(MAX_RESPONSE_READ)
-            .read_to_end(&mut answer);
-        classify(&self.url, status, retry_after, protobuf, &answer)
+        let answer = read_answer(response);
+        let protobuf = answer.content_type.starts_with("application/x-protobuf");
+        classify(
+            &self.url,
+            answer.status,
+            answer.retry_after,
+            protobuf,
+            &answer.body,
+        )
     }
 }
 

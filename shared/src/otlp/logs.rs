@@ -77,13 +77,22 @@ pub fn encode_file(request: &mut Encoder, file: &LogFile) {
     request.end_resource();
 }
 
-/// About the bytes `file` takes in a protobuf request: its lines, and per
-/// line the record's framing, times, stream and path. Reserved before
-/// encoding, so the body is not grown (and copied) as it is written.
-pub fn encoded_size(file: &LogFile) -> usize {
-    let path = file.meta.path.len() + file.meta.file.len() + 1;
-    let lines = memchr::memchr_iter(b'\n', file.lines).count();
-    file.lines.len() + lines * (path + 64) + 256
+/// About the bytes a file's `line_count` lines (`line_bytes` in all) take
+/// in a protobuf request: the lines, and per line the record's framing,
+/// times, stream and path (`path_len` bytes). The sink reserves it before
+/// encoding (so the body is not grown, and copied, as it is written);
+/// logd bundles files into requests by it.
+pub fn encoded_size(line_bytes: usize, line_count: usize, path_len: usize) -> usize {
+    line_bytes + line_count * (path_len + 96) + 256
+}
+
+impl LogFile<'_> {
+    /// [`encoded_size`] of these lines.
+    pub fn encoded_size(&self) -> usize {
+        let path_len = self.meta.path.len() + self.meta.file.len() + 1;
+        let lines = memchr::memchr_iter(b'\n', self.lines).count();
+        encoded_size(self.lines.len(), lines, path_len)
+    }
 }
 
 /// `<restarts>.log` (or a rotated `<restarts>.log.<date>`): kubelet names a
