@@ -1074,11 +1074,10 @@ impl Tailer {
 /// budget cuts it, it goes one line past the budget.
 fn out_capacity(in_hand: usize, budget: usize, max_line_bytes: usize) -> usize {
     let expected = in_hand + in_hand / 8 + 256;
-    let limit = budget.min(READ_SIZE);
-    if expected < limit {
+    if expected < budget {
         expected
     } else {
-        limit + max_line_bytes.min(READ_SIZE) + 64
+        budget + max_line_bytes.min(READ_SIZE) + 64
     }
 }
 

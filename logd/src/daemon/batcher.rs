@@ -200,7 +200,7 @@ impl Batcher {
             // batch goes at the size the uploader finds right for the
             // intake's response time.
             let full = if chunk.more {
-                self.max_bytes.min(self.held.backlog_batch())
+                self.held.backlog_batch()
             } else {
                 self.max_bytes
             };

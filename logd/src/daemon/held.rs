@@ -23,18 +23,22 @@ pub struct Held {
 
 struct Inner {
     cap: usize,
+    /// `LOGD_BATCH_MAX_BYTES`: a backlog's batch never grows past it.
+    batch_max: usize,
     bytes: AtomicUsize,
     /// What a backlog's batch may grow to before it goes (the uploader
-    /// sizes it by the intake's response time; see the batcher).
+    /// sizes it by the intake's response time; see the batcher), and what
+    /// the parse thread reads of a backlog's file at a time.
     backlog_batch: AtomicUsize,
 }
 
 impl Held {
-    pub fn new(cap: usize) -> Held {
+    pub fn new(cap: usize, batch_max: usize) -> Held {
         let (released_tx, released_rx) = bounded(1);
         Held {
             inner: Arc::new(Inner {
                 cap,
+                batch_max,
                 bytes: AtomicUsize::new(0),
                 backlog_batch: AtomicUsize::new(0),
             }),
@@ -70,7 +74,11 @@ impl Held {
         self.inner.backlog_batch.store(bytes, Ordering::Relaxed);
     }
 
+    /// At most `LOGD_BATCH_MAX_BYTES`.
     pub fn backlog_batch(&self) -> usize {
-        self.inner.backlog_batch.load(Ordering::Relaxed)
+        self.inner
+            .backlog_batch
+            .load(Ordering::Relaxed)
+            .min(self.inner.batch_max)
     }
 }

@@ -8,7 +8,10 @@
 //!
 //! - the limit grows by one per window (a window lasts about one response
 //!   time) in which a request waited for a slot longer than it could
-//!   without harm, and response times stayed flat. For a backlog that is
+//!   without harm, and response times stayed flat. Until the first sign
+//!   that it is too high, it doubles instead, up to what was waiting (a slow
+//!   start, as TCP's): a drain 25 ms away would spend half a second of its
+//!   first seconds growing one by one to the 15 requests it needs. For a backlog that is
 //!   [`QUEUE_WAIT`]: throughput is what counts. For lines that lingered it
 //!   is a tenth of the linger: on loopback, 100 files flushed together take
 //!   30 ms one at a time, nothing next to a second's linger, and more in
@@ -47,6 +50,8 @@ pub struct Limiter {
     /// Long-run mean response time, in seconds, over windows.
     past: Option<f64>,
     window: Window,
+    /// No sign yet that the limit is too high: it doubles.
+    slow_start: bool,
 }
 
 #[derive(Debug)]
@@ -57,6 +62,8 @@ struct Window {
     /// A request sent in this window waited for a slot: demand is there,
     /// so a higher limit would be used.
     reached: bool,
+    /// The most requests that were in flight or waiting for a slot at once.
+    wanted: usize,
 }
 
 impl Window {
@@ -66,6 +73,7 @@ impl Window {
             sum: 0.0,
             count: 0,
             reached: false,
+            wanted: 0,
         }
     }
 }
@@ -78,6 +86,7 @@ impl Limiter {
             limit: 1,
             past: None,
             window: Window::new(now),
+            slow_start: true,
         }
     }
 
@@ -91,10 +100,12 @@ impl Limiter {
     }
 
     /// A request was sent after waiting `waited` for a slot; it could have
-    /// waited `patience` without harm.
-    pub fn on_send(&mut self, waited: Duration, patience: Duration) {
+    /// waited `patience` without harm. `wanted` requests are in flight or
+    /// waiting for a slot (this one included).
+    pub fn on_send(&mut self, waited: Duration, patience: Duration, wanted: usize) {
         if waited >= patience {
             self.window.reached = true;
+            self.window.wanted = self.window.wanted.max(wanted);
         }
     }
 
@@ -114,6 +125,7 @@ impl Limiter {
 
     /// 429, 502, 503, 504, a timeout or a connection error.
     pub fn on_overload(&mut self, now: Instant) {
+        self.slow_start = false;
         self.limit = (self.limit / 2).max(1);
         self.window = Window::new(now);
     }
@@ -122,7 +134,12 @@ impl Limiter {
         let mean = self.window.sum / f64::from(self.window.count);
         match self.past {
             Some(past) if mean > past * CLIMB_RATIO + CLIMB_SLACK => {
+                self.slow_start = false;
                 self.limit = ((self.limit as f64 * CLIMB_DECREASE) as usize).max(1);
+            }
+            _ if self.window.reached && self.slow_start => {
+                let doubled = (self.limit * 2).min(self.window.wanted);
+                self.limit = doubled.max(self.limit + 1).min(self.max);
             }
             _ if self.window.reached => self.limit = (self.limit + 1).min(self.max),
             _ => {}
@@ -153,7 +170,7 @@ mod tests {
                 } else {
                     Duration::ZERO
                 };
-                limiter.on_send(waited, QUEUE_WAIT);
+                limiter.on_send(waited, QUEUE_WAIT, demand);
             }
             *now += rtt;
             for _ in 0..sent {
@@ -173,6 +190,18 @@ mod tests {
     }
 
     #[test]
+    fn it_doubles_up_to_the_demand_until_a_sign_it_is_too_high() {
+        let mut now = Instant::now();
+        let mut l = Limiter::new(64, now);
+        run(&mut l, &mut now, 50, RTT, 6);
+        assert_eq!(l.limit(), 50, "1, 2, 4, 8, 16, 32, then what waited");
+        l.on_overload(now);
+        assert_eq!(l.limit(), 25);
+        run(&mut l, &mut now, 50, RTT, 3);
+        assert_eq!(l.limit(), 28, "one by one after an overload");
+    }
+
+    #[test]
     fn a_burst_that_clears_in_milliseconds_one_at_a_time_does_not_grow_it() {
         let mut now = Instant::now();
         let mut l = Limiter::new(64, now);
@@ -180,7 +209,7 @@ mod tests {
         for _ in 0..100 {
             // 20 requests, one after the other: the last waited 3.8 ms.
             for i in 0..20 {
-                l.on_send(rtt * i, QUEUE_WAIT);
+                l.on_send(rtt * i, QUEUE_WAIT, 20 - i as usize);
                 now += rtt;
                 l.on_response(rtt, now);
             }

@@ -45,9 +45,10 @@ const CHANGE_QUEUE: usize = 1024;
 /// 1,000 files at 10 lines/s hold about 1.8 MB, under this cap.
 const BATCHES_CAP: usize = 2 * 1024 * 1024;
 /// Bytes of lines held in memory at most, in batches, queued and in flight
-/// together (SPEC §3: "a few MiB"). A drain 25 ms away needs about 4 MB in
-/// flight for 160 MB/s (Little's law); the rest is the batcher's.
-const HELD_CAP: usize = 7 * 1024 * 1024;
+/// together (SPEC §3: "a few MiB"). A drain 25 ms away needs about 5 MB in
+/// flight for 200 MB/s (Little's law); the rest is the batcher's, which
+/// holds little in a backlog since a read round makes a whole batch.
+const HELD_CAP: usize = 6 * 1024 * 1024;
 /// With a sink that takes many files per request (OTLP), a request holds
 /// about this many bytes at most (its records, before compression: well
 /// under the 20 MiB an OpenTelemetry Collector takes by default), and the
@@ -136,7 +137,7 @@ pub fn run(settings: Settings) -> i32 {
     let (snapshots_tx, snapshots_rx) = bounded(1);
     let (exited_tx, exited_rx) = unbounded::<&'static str>();
     let hard_stop = Shutdown::new();
-    let held = Held::new(HELD_CAP);
+    let held = Held::new(HELD_CAP, settings.batch_max_bytes);
     // Local sinks write one request at a time anyway.
     let max_in_flight = if sink.is_hik8s() || sink.is_otlp() {
         settings.upload_concurrency
@@ -160,6 +161,7 @@ pub fn run(settings: Settings) -> i32 {
             shutdown: shutdown.clone(),
             metrics: metrics.clone(),
             health: health.clone(),
+            held: held.clone(),
         },
         Tailing::run,
     );

@@ -10,10 +10,15 @@ use shared::health::Health;
 use shared::shutdown::Shutdown;
 
 use super::discovery::Change;
+use super::held::Held;
 use super::metrics::Metrics;
 
 /// Output bytes per read round: one message to the batcher. Small enough to
-/// keep memory flat, large enough to amortise the channel hop.
+/// keep memory flat, large enough to amortise the channel hop. A backlog is
+/// read in rounds of a backlog's batch when that is larger (the intake tens
+/// of milliseconds away): each round then makes a whole batch of one file,
+/// which goes at once, instead of every file's batch filling a little per
+/// turn of the files and all of them waiting, half full, in memory.
 const READ_BUDGET: usize = 256 * 1024;
 /// Checkpoints are written at most this often while data flows (SPEC §3).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -37,6 +42,8 @@ pub struct Tailing {
     pub shutdown: Shutdown,
     pub metrics: Metrics,
     pub health: Health,
+    /// For the size of a backlog's batch.
+    pub held: Held,
 }
 
 /// Timers of the loop; `None` when nothing is due, so an idle logd sleeps.
@@ -130,7 +137,7 @@ impl Tailing {
         let mut behind = false;
         let mut backlog = 0;
         loop {
-            let chunks = self.tailer.read(READ_BUDGET);
+            let chunks = self.tailer.read(READ_BUDGET.max(self.held.backlog_batch()));
             if chunks.is_empty() {
                 if behind {
                     // Caught up with a backlog: an empty message tells the

@@ -177,7 +177,7 @@ impl Uploader {
             // takes: the rest wait in the batcher, growing, and in the
             // files. (On loopback that is a batch or two: what waits here
             // is sent within a millisecond.)
-            let round = state.limiter.limit() * backlog_batch(state.limiter.mean_response());
+            let round = state.limiter.limit() * self.backlog_batch(&state);
             let batches = if open && state.queued_bytes < round {
                 &self.batches
             } else {
@@ -229,7 +229,8 @@ impl Uploader {
                 (self.linger / 10).max(QUEUE_WAIT)
             };
             let waited = now.saturating_duration_since(since.max(state.hold_ended));
-            state.limiter.on_send(waited, patience);
+            let wanted = state.in_flight + state.ready.len();
+            state.limiter.on_send(waited, patience, wanted);
             if state.limiter.limit() == 1 {
                 // One at a time (an intake that answers at once, or one
                 // overloaded): sent from here, without the hand-over to a
@@ -267,10 +268,20 @@ impl Uploader {
         Job { parts }
     }
 
+    /// The size at which a backlog's batch goes: see [`backlog_batch`]. A
+    /// request that carries many files' batches is as large as it needs to
+    /// be whatever their sizes, so theirs stays the loopback one.
+    fn backlog_batch(&self, state: &State) -> usize {
+        if self.bundle.is_some() {
+            BACKLOG_BATCH_BYTES
+        } else {
+            backlog_batch(state.limiter.mean_response())
+        }
+    }
+
     fn publish(&self, state: &State) {
         let limit = state.limiter.limit();
-        self.held
-            .set_backlog_batch(backlog_batch(state.limiter.mean_response()));
+        self.held.set_backlog_batch(self.backlog_batch(state));
         self.metrics.upload_limit.set(limit as i64);
         self.metrics.uploads_in_flight.set(state.in_flight as i64);
     }
