@@ -17,7 +17,14 @@
 //!   30 ms one at a time, nothing next to a second's linger, and more in
 //!   flight would only cost threads, connections and wake-ups;
 //! - it is multiplied by 0.9 after a window whose mean response time climbed
-//!   well above the long-run mean (the intake queues our requests);
+//!   well above the long-run mean, or above twice the response time with
+//!   one or two in flight plus a tenth of a millisecond (either way the intake
+//!   queues our requests: more in flight would only wait there longer).
+//!   The second test is what stops a backlog's growth on loopback, where
+//!   response times are a fraction of a millisecond and a few in flight
+//!   already keep the intake busy. An intake that moved farther away keeps
+//!   the limit falling until it is measured again with one or two in
+//!   flight;
 //! - it is halved by every sign of overload: 429, 502, 503, 504, a timeout
 //!   or a connection error. Every request in flight when the intake is
 //!   overloaded answers so, which brings the limit to 1 within one round
@@ -28,8 +35,9 @@
 use std::time::{Duration, Instant};
 
 /// A request of a backlog that waited this long for a slot says the limit
-/// is too low.
-pub const QUEUE_WAIT: Duration = Duration::from_millis(20);
+/// is too low (on loopback too: with two requests in flight the intake
+/// takes one while logd sends the next, and a drain goes 20 % faster).
+pub const QUEUE_WAIT: Duration = Duration::from_millis(2);
 /// A window lasts at least this long: on loopback, response times are
 /// tens of microseconds and too noisy to judge one at a time.
 const MIN_WINDOW: Duration = Duration::from_millis(10);
@@ -38,6 +46,13 @@ const MIN_WINDOW: Duration = Duration::from_millis(10);
 const CLIMB_RATIO: f64 = 1.5;
 /// ...plus this much (scheduling noise on a busy node is milliseconds).
 const CLIMB_SLACK: f64 = 0.005;
+/// A window's mean response time above this many times the one with one or
+/// two in flight ([`Limiter::floor`])...
+const QUEUEING_RATIO: f64 = 2.0;
+/// ...plus this much says requests queue at the intake.
+const QUEUEING_SLACK: f64 = 0.0001;
+/// The limit at which the intake's own response time is measured.
+const FLOOR_LIMIT: usize = 2;
 /// Weight of a window's mean in the long-run mean.
 const EWMA_WEIGHT: f64 = 0.1;
 /// Multiplicative decrease when response times climb.
@@ -52,6 +67,9 @@ pub struct Limiter {
     window: Window,
     /// No sign yet that the limit is too high: it doubles.
     slow_start: bool,
+    /// The last window mean response time with at most [`FLOOR_LIMIT`] in
+    /// flight, or a lower one since: the intake's own, without our queue.
+    floor: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -87,6 +105,7 @@ impl Limiter {
             past: None,
             window: Window::new(now),
             slow_start: true,
+            floor: None,
         }
     }
 
@@ -132,8 +151,14 @@ impl Limiter {
 
     fn close_window(&mut self, now: Instant) {
         let mean = self.window.sum / f64::from(self.window.count);
+        let floor = match self.floor {
+            Some(floor) if self.limit > FLOOR_LIMIT => floor.min(mean),
+            _ => mean,
+        };
+        self.floor = Some(floor);
+        let queueing = mean > floor * QUEUEING_RATIO + QUEUEING_SLACK;
         match self.past {
-            Some(past) if mean > past * CLIMB_RATIO + CLIMB_SLACK => {
+            Some(past) if queueing || mean > past * CLIMB_RATIO + CLIMB_SLACK => {
                 self.slow_start = false;
                 self.limit = ((self.limit as f64 * CLIMB_DECREASE) as usize).max(1);
             }
@@ -202,19 +227,46 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_that_clears_in_milliseconds_one_at_a_time_does_not_grow_it() {
+    fn lingered_lines_that_go_in_milliseconds_one_at_a_time_do_not_grow_it() {
         let mut now = Instant::now();
         let mut l = Limiter::new(64, now);
-        let rtt = Duration::from_micros(200);
+        let rtt = Duration::from_micros(300);
+        let patience = Duration::from_millis(100);
         for _ in 0..100 {
-            // 20 requests, one after the other: the last waited 3.8 ms.
-            for i in 0..20 {
-                l.on_send(rtt * i, QUEUE_WAIT, 20 - i as usize);
+            // 100 files' batches due together, one after the other: the
+            // last waited 30 ms.
+            for i in 0..100 {
+                l.on_send(rtt * i, patience, 100 - i as usize);
                 now += rtt;
                 l.on_response(rtt, now);
             }
         }
         assert_eq!(l.limit(), 1);
+    }
+
+    #[test]
+    fn requests_queueing_at_the_intake_stop_the_growth() {
+        // On loopback, an intake that takes 300 µs a request and serves two
+        // at once: beyond two in flight, requests only wait there longer.
+        let mut now = Instant::now();
+        let mut l = Limiter::new(64, now);
+        let mut highest = 0;
+        for round in 0..10_000 {
+            let in_flight = l.limit();
+            if round >= 100 {
+                // Past slow start's one doubling too many.
+                highest = highest.max(in_flight);
+            }
+            let took = Duration::from_micros(300 * in_flight.div_ceil(2) as u64);
+            for _ in 0..in_flight {
+                l.on_send(QUEUE_WAIT, QUEUE_WAIT, in_flight * 2);
+            }
+            now += took.max(MIN_WINDOW);
+            for _ in 0..in_flight {
+                l.on_response(took, now);
+            }
+        }
+        assert!((2..=8).contains(&highest), "it grew to {highest}");
     }
 
     #[test]

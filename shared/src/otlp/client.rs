@@ -89,17 +89,46 @@ impl OtlpClient {
     /// POSTs a request body made by [`OtlpClient::encoder`]: one attempt.
     pub fn send(&self, body: Vec<u8>) -> Result<Delivered, SendError> {
         let result = if self.gzip {
-            // Compressed as it is sent (chunked), not into a copy of the
-            // body: a drain's peak memory is its request bodies.
+            // Compressed as it is sent (chunked), not into a copy.
             let mut compressed = GzEncoder::new(&body[..], Compression::fast());
             self.post(ureq::SendBody::from_reader(&mut compressed))
         } else {
             self.post(&body[..])
         };
-        if body.capacity() <= MAX_SPARE {
-            *self.spare_buffer() = Some(body);
-        }
+        self.keep_spare(body);
         result
+    }
+
+    /// POSTs a request written as it is sent (chunked): `next` writes the
+    /// next resources into the request and says false once there are no
+    /// more. One attempt. Only what `next` writes at a time is in memory,
+    /// not the whole body: a drain's peak memory was its request bodies,
+    /// several MiB each.
+    pub fn send_streamed(
+        &self,
+        scope: (&str, &str),
+        next: impl FnMut(&mut Encoder) -> bool,
+    ) -> Result<Delivered, SendError> {
+        let mut body = Streamed {
+            encoder: Some(self.encoder(scope)),
+            finished: Vec::new(),
+            sent: 0,
+            next,
+        };
+        let result = if self.gzip {
+            let mut compressed = GzEncoder::new(&mut body, Compression::fast());
+            self.post(ureq::SendBody::from_reader(&mut compressed))
+        } else {
+            self.post(ureq::SendBody::from_reader(&mut body))
+        };
+        self.keep_spare(body.finished);
+        result
+    }
+
+    fn keep_spare(&self, buffer: Vec<u8>) {
+        if buffer.capacity() <= MAX_SPARE {
+            *self.spare_buffer() = Some(buffer);
+        }
     }
 
     fn spare_buffer(&self) -> std::sync::MutexGuard<'_, Option<Vec<u8>>> {
@@ -133,6 +162,44 @@ impl OtlpClient {
             protobuf,
             &answer.body,
         )
+    }
+}
+
+/// A request body read as it is written (see [`OtlpClient::send_streamed`]).
+struct Streamed<'a, F> {
+    /// None once `next` said there is no more.
+    encoder: Option<Encoder<'a>>,
+    /// The end of the body, once finished (then its buffer, for the next
+    /// request).
+    finished: Vec<u8>,
+    /// Bytes of the encoder's output (or of `finished`) read already.
+    sent: usize,
+    next: F,
+}
+
+impl<F: FnMut(&mut Encoder) -> bool> std::io::Read for Streamed<'_, F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let pending = match &self.encoder {
+                Some(encoder) => &encoder.written()[self.sent..],
+                None => &self.finished[self.sent..],
+            };
+            if !pending.is_empty() {
+                let n = pending.len().min(buf.len());
+                buf[..n].copy_from_slice(&pending[..n]);
+                self.sent += n;
+                return Ok(n);
+            }
+            let Some(encoder) = &mut self.encoder else {
+                return Ok(0);
+            };
+            encoder.clear_written();
+            self.sent = 0;
+            if !(self.next)(encoder) {
+                let encoder = self.encoder.take().expect("matched above");
+                self.finished = encoder.finish();
+            }
+        }
     }
 }
 

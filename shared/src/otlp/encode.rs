@@ -162,6 +162,18 @@ impl<'c> Encoder<'c> {
         self.records
     }
 
+    /// What was written since the last [`Encoder::clear_written`].
+    pub fn written(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Forgets what was written (it was sent), between resources: a request
+    /// can be sent as it is written, one resource in memory at a time.
+    pub fn clear_written(&mut self) {
+        assert!(self.open.is_empty(), "cleared inside a resource");
+        self.out.clear();
+    }
+
     /// Reserves room for about `additional` more bytes.
     pub fn reserve(&mut self, additional: usize) {
         self.out.reserve(additional);
