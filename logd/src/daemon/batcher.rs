@@ -35,8 +35,10 @@ pub struct Batch {
     /// When it was handed to the uploader: how long it waits for a slot
     /// tells the uploader whether more requests in flight would help.
     pub flushed: Instant,
-    /// Its file was last read faster than it lingers: for a backlog what
-    /// counts is throughput, not how long a line waits.
+    /// It went at a backlog's size, its file read faster than it lingers:
+    /// what counts is throughput, not how long a line waits. (A batch of a
+    /// read merely cut by the round's budget, such as the first lines of
+    /// many files at start, lingers and is not one.)
     pub backlog: bool,
     /// When its lines were read: `(end, unix nanos)` per chunk, `end` being
     /// where the chunk's lines end in `lines` (an OTLP record's observed
@@ -199,13 +201,16 @@ impl Batcher {
             // the next read of it comes within the round anyway, so its
             // batch goes at the size the uploader finds right for the
             // intake's response time.
-            let full = if chunk.more {
+            let backlog = chunk.more;
+            let full = if backlog {
                 self.held.backlog_batch()
             } else {
                 self.max_bytes
             };
             if add(pending, chunk, self.max_bytes, schedule) >= full {
-                ready.extend(take(pending, [file], held));
+                let mut batches = take(pending, [file], held);
+                batches.iter_mut().for_each(|batch| batch.backlog = backlog);
+                ready.extend(batches);
             }
         }
         if *held > self.batches_cap && self.bundle.is_some() {
@@ -280,7 +285,6 @@ fn add(
             p.batch.reads.push((p.batch.lines.len(), now_nanos()));
             p.batch.line_count += chunk.line_count;
             p.batch.acks.push(chunk.ack);
-            p.batch.backlog = chunk.more;
             p.batch.lines.len()
         }
         None => {
@@ -296,7 +300,7 @@ fn add(
                         line_count: chunk.line_count,
                         acks: vec![chunk.ack],
                         flushed: Instant::now(),
-                        backlog: chunk.more,
+                        backlog: false,
                         reads,
                     },
                     due: schedule.due(chunk.file, Instant::now()),

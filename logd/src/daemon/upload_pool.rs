@@ -5,14 +5,18 @@
 //!
 //! Threads are started when more requests are to be in flight than there
 //! are threads, up to the cap, and then stay: a node whose intake answers in
-//! microseconds keeps one or two, one 50 ms away as many as it needs.
+//! microseconds keeps one or two, one 50 ms away as many as it needs. A
+//! request goes to the thread that became idle last: it is likely still
+//! awake (a channel's receiver spins a moment before it sleeps) and its
+//! caches warm, where handing requests round the pool woke a cold thread
+//! from its sleep for each.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, unbounded};
+use crossbeam_channel::{Sender, bounded};
 use logd::LogMeta;
 use shared::intake::{LogMeta as WireMeta, SendError};
 use shared::otlp::{Delivered, logs::LogFile};
@@ -43,55 +47,66 @@ pub struct Answer {
 
 pub struct Pool {
     sink: Arc<Sink>,
-    jobs_tx: Sender<Job>,
-    jobs_rx: Receiver<Job>,
+    /// Each thread's own queue of one job.
+    threads: Vec<Sender<Job>>,
+    /// Threads without a job, the last to become idle on top.
+    idle: Arc<Mutex<Vec<usize>>>,
     answers_tx: Sender<Answer>,
-    threads: usize,
 }
 
 impl Pool {
     /// Answers arrive on `answers`; no thread is started yet.
     pub fn new(sink: Arc<Sink>, answers: Sender<Answer>) -> Pool {
-        // Unbounded, yet never holding more than the requests in flight:
-        // the caller sends a job only for a free slot.
-        let (jobs_tx, jobs_rx) = unbounded();
         Pool {
             sink,
-            jobs_tx,
-            jobs_rx,
+            threads: Vec::new(),
+            idle: Arc::new(Mutex::new(Vec::new())),
             answers_tx: answers,
-            threads: 0,
         }
     }
 
-    /// Sends `job` on a thread of the pool; `in_flight` requests (this one
-    /// included) are then in flight, and a thread is started if there are
-    /// fewer.
-    pub fn send(&mut self, job: Job, in_flight: usize) {
-        if in_flight > self.threads {
-            self.start_thread();
-        }
-        self.jobs_tx
+    /// Sends `job` on the thread of the pool that became idle last, or on
+    /// a new one if none is idle. The caller sends a job only for a free
+    /// slot.
+    pub fn send(&mut self, job: Job) {
+        let idle = self.lock_idle().pop();
+        let thread = idle.unwrap_or_else(|| self.start_thread());
+        self.threads[thread]
             .send(job)
             .expect("the pool's threads never hang up");
     }
 
-    fn start_thread(&mut self) {
-        self.threads += 1;
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<usize>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts a thread; returns its index.
+    fn start_thread(&mut self) -> usize {
+        let index = self.threads.len();
+        let (jobs_tx, jobs) = bounded(1);
+        self.threads.push(jobs_tx);
         let sink = self.sink.clone();
-        let jobs = self.jobs_rx.clone();
+        let idle = self.idle.clone();
         let answers = self.answers_tx.clone();
         thread::Builder::new()
-            .name(format!("logd-upload-{}", self.threads))
+            .name(format!("logd-upload-{}", index + 1))
             .spawn(move || {
                 for job in jobs {
                     let answer = send(&sink, job);
+                    // Idle before the answer is seen: the uploader's next
+                    // job may come to this thread at once.
+                    idle.lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .push(index);
                     if answers.send(answer).is_err() {
                         return;
                     }
                 }
             })
             .expect("spawning an upload thread");
+        index
     }
 }
 

@@ -240,7 +240,7 @@ impl Uploader {
                     return false;
                 }
             } else {
-                pool.send(job, state.in_flight);
+                pool.send(job);
             }
         }
         self.publish(state);
