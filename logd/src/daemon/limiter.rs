@@ -8,14 +8,16 @@
 //!
 //! - the limit grows by one per window (a window lasts about one response
 //!   time) in which a request waited for a slot longer than it could
-//!   without harm, and response times stayed flat. Until the first sign
-//!   that it is too high, it doubles instead, up to what was waiting (a slow
-//!   start, as TCP's): a drain 25 ms away would spend half a second of its
-//!   first seconds growing one by one to the 15 requests it needs. For a backlog that is
-//!   [`QUEUE_WAIT`]: throughput is what counts. For lines that lingered it
+//!   without harm, and response times stayed flat. For a backlog that is
+//!   [`QUEUE_WAIT`]: throughput is what counts, and the queueing test below
+//!   says where more in flight stops helping. For lines that lingered it
 //!   is a tenth of the linger: on loopback, 100 files flushed together take
 //!   30 ms one at a time, nothing next to a second's linger, and more in
-//!   flight would only cost threads, connections and wake-ups;
+//!   flight would only cost threads, connections and wake-ups. Until the
+//!   first sign that the limit is too high, it doubles instead, up to what
+//!   was waiting (a slow start, as TCP's): a drain 25 ms away spent half a
+//!   second of its first two growing one by one to the 15 requests it
+//!   needs;
 //! - it is multiplied by 0.9 after a window whose mean response time climbed
 //!   well above the long-run mean, or above twice the response time with
 //!   one or two in flight plus a tenth of a millisecond (either way the intake
@@ -35,8 +37,8 @@
 use std::time::{Duration, Instant};
 
 /// A request of a backlog that waited this long for a slot says the limit
-/// is too low (on loopback too: with two requests in flight the intake
-/// takes one while logd sends the next, and a drain goes 20 % faster).
+/// is too low: on loopback too, where with two requests in flight the
+/// intake takes one while logd sends the next, and a drain goes 20 % faster.
 pub const QUEUE_WAIT: Duration = Duration::from_millis(2);
 /// A window lasts at least this long: on loopback, response times are
 /// tens of microseconds and too noisy to judge one at a time.
