@@ -14,10 +14,10 @@
 //!   is a tenth of the linger: on loopback, 100 files flushed together take
 //!   30 ms one at a time, nothing next to a second's linger, and more in
 //!   flight would only cost threads, connections and wake-ups. Until the
-//!   first sign that the limit is too high, it doubles instead, up to what
-//!   was waiting (a slow start, as TCP's): a drain 25 ms away spent half a
-//!   second of its first two growing one by one to the 15 requests it
-//!   needs;
+//!   first sign that the limit is too high, a backlog has it double
+//!   instead, up to what was waiting (a slow start, as TCP's): a drain 25 ms
+//!   away spent half a second of its first two growing one by one to the 15
+//!   requests it needs;
 //! - it is multiplied by 0.9 after a window whose mean response time climbed
 //!   well above the long-run mean, or above twice the response time with
 //!   one or two in flight plus a tenth of a millisecond (either way the intake
@@ -82,7 +82,8 @@ struct Window {
     /// A request sent in this window waited for a slot: demand is there,
     /// so a higher limit would be used.
     reached: bool,
-    /// The most requests that were in flight or waiting for a slot at once.
+    /// The most requests of a backlog that were in flight or waiting for a
+    /// slot at once (slow start grows the limit to at most that).
     wanted: usize,
 }
 
@@ -121,8 +122,12 @@ impl Limiter {
     }
 
     /// A request was sent after waiting `waited` for a slot; it could have
-    /// waited `patience` without harm. `wanted` requests are in flight or
-    /// waiting for a slot (this one included).
+    /// waited `patience` without harm. For a backlog's request, `wanted`
+    /// requests are in flight or waiting for a slot (this one included);
+    /// for lines that lingered it is 0: they grow the limit one by one,
+    /// since a limit above what the linger's bursts need only costs threads
+    /// and wake-ups (200 files 50 ms away, slow start took it to 49 in
+    /// flight where 21 did, and CPU from 3.7 to 6.0 % of a core).
     pub fn on_send(&mut self, waited: Duration, patience: Duration, wanted: usize) {
         if waited >= patience {
             self.window.reached = true;
@@ -166,6 +171,7 @@ impl Limiter {
             }
             _ if self.window.reached && self.slow_start => {
                 let doubled = (self.limit * 2).min(self.window.wanted);
+                // `max`: one by one at least (lingered lines want 0).
                 self.limit = doubled.max(self.limit + 1).min(self.max);
             }
             _ if self.window.reached => self.limit = (self.limit + 1).min(self.max),
@@ -229,6 +235,23 @@ mod tests {
     }
 
     #[test]
+    fn lingered_lines_grow_it_one_by_one() {
+        let mut now = Instant::now();
+        let mut l = Limiter::new(64, now);
+        let patience = Duration::from_millis(100);
+        for _ in 0..6 {
+            for _ in 0..l.limit() {
+                l.on_send(patience, patience, 0);
+            }
+            now += RTT;
+            for _ in 0..l.limit() {
+                l.on_response(RTT, now);
+            }
+        }
+        assert_eq!(l.limit(), 7, "no slow start");
+    }
+
+    #[test]
     fn lingered_lines_that_go_in_milliseconds_one_at_a_time_do_not_grow_it() {
         let mut now = Instant::now();
         let mut l = Limiter::new(64, now);
@@ -238,7 +261,7 @@ mod tests {
             // 100 files' batches due together, one after the other: the
             // last waited 30 ms.
             for i in 0..100 {
-                l.on_send(rtt * i, patience, 100 - i as usize);
+                l.on_send(rtt * i, patience, 0);
                 now += rtt;
                 l.on_response(rtt, now);
             }

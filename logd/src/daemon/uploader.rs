@@ -223,13 +223,12 @@ impl Uploader {
             };
             let job = self.job(state, file);
             state.in_flight += 1;
-            let patience = if state.open[&job.parts[0].batch].backlog {
-                QUEUE_WAIT
+            let (patience, wanted) = if state.open[&job.parts[0].batch].backlog {
+                (QUEUE_WAIT, state.in_flight + state.ready.len())
             } else {
-                (self.linger / 10).max(QUEUE_WAIT)
+                ((self.linger / 10).max(QUEUE_WAIT), 0)
             };
             let waited = now.saturating_duration_since(since.max(state.hold_ended));
-            let wanted = state.in_flight + state.ready.len();
             state.limiter.on_send(waited, patience, wanted);
             if state.limiter.limit() == 1 {
                 // One at a time (an intake that answers at once, or one
