@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 /// A request of a backlog that waited this long for a slot says the limit
 /// is too low: on loopback too, where with two requests in flight the
-/// intake takes one while logd sends the next, and a drain goes 20 % faster.
+/// intake takes one while logd sends the next, and a drain goes faster.
 pub const QUEUE_WAIT: Duration = Duration::from_millis(2);
 /// A window lasts at least this long: on loopback, response times are
 /// tens of microseconds and too noisy to judge one at a time.
@@ -124,10 +124,9 @@ impl Limiter {
     /// A request was sent after waiting `waited` for a slot; it could have
     /// waited `patience` without harm. For a backlog's request, `wanted`
     /// requests are in flight or waiting for a slot (this one included);
-    /// for lines that lingered it is 0: they grow the limit one by one,
-    /// since a limit above what the linger's bursts need only costs threads
-    /// and wake-ups (200 files 50 ms away, slow start took it to 49 in
-    /// flight where 21 did, and CPU from 3.7 to 6.0 % of a core).
+    /// for lines that lingered it is 0: they grow the limit one by one
+    /// (no slow start), since what the linger's bursts need is reached soon
+    /// enough, and a limit beyond it only costs threads and connections.
     pub fn on_send(&mut self, waited: Duration, patience: Duration, wanted: usize) {
         if waited >= patience {
             self.window.reached = true;

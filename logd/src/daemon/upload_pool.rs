@@ -69,17 +69,11 @@ impl Pool {
     /// a new one if none is idle. The caller sends a job only for a free
     /// slot.
     pub fn send(&mut self, job: Job) {
-        let idle = self.lock_idle().pop();
+        let idle = lock(&self.idle).pop();
         let thread = idle.unwrap_or_else(|| self.start_thread());
         self.threads[thread]
             .send(job)
             .expect("the pool's threads never hang up");
-    }
-
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<usize>> {
-        self.idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Starts a thread; returns its index.
@@ -97,9 +91,7 @@ impl Pool {
                     let answer = send(&sink, job);
                     // Idle before the answer is seen: the uploader's next
                     // job may come to this thread at once.
-                    idle.lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .push(index);
+                    lock(&idle).push(index);
                     if answers.send(answer).is_err() {
                         return;
                     }
@@ -108,6 +100,10 @@ impl Pool {
             .expect("spawning an upload thread");
         index
     }
+}
+
+fn lock(idle: &Mutex<Vec<usize>>) -> std::sync::MutexGuard<'_, Vec<usize>> {
+    idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Sends `job` on the calling thread.

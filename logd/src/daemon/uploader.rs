@@ -44,6 +44,12 @@ use super::upload_pool::{self, Answer, Job, Part, Pool};
 /// intake's response time (see [`backlog_batch`]).
 const BACKLOG_BATCH_BYTES: usize = 128 * 1024;
 const BACKLOG_BATCH_TIME: Duration = Duration::from_millis(10);
+/// A request that carries every ready file's lines (OTLP) has a backlog
+/// grow the limit only after this long a wait for a slot, and one by one:
+/// on loopback each request's time is mostly encoding, and more in flight
+/// only held more bodies and encoders (a drain with 5 in flight: 281-353
+/// instead of 381-462 MB/s, peak RSS 12.8 instead of 9.6 MiB).
+const BUNDLE_QUEUE_WAIT: Duration = Duration::from_millis(20);
 /// 500s in a row after which a piece is split (or a single line dropped),
 /// once other requests went through meanwhile.
 const ATTEMPTS_PER_TURN: u32 = 4;
@@ -223,10 +229,11 @@ impl Uploader {
             };
             let job = self.job(state, file);
             state.in_flight += 1;
-            let (patience, wanted) = if state.open[&job.parts[0].batch].backlog {
-                (QUEUE_WAIT, state.in_flight + state.ready.len())
-            } else {
-                ((self.linger / 10).max(QUEUE_WAIT), 0)
+            let backlog = state.open[&job.parts[0].batch].backlog;
+            let (patience, wanted) = match (backlog, self.bundle) {
+                (true, None) => (QUEUE_WAIT, state.in_flight + state.ready.len()),
+                (true, Some(_)) => (BUNDLE_QUEUE_WAIT, 0),
+                (false, _) => ((self.linger / 10).max(QUEUE_WAIT), 0),
             };
             let waited = now.saturating_duration_since(since.max(state.hold_ended));
             state.limiter.on_send(waited, patience, wanted);
