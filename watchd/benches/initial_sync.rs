@@ -27,7 +27,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Watchd, copy, fixture};
+use support::{Watchd, create_certificate_crd, create_copies, fixture};
 use testkit::apiserver::ApiServer;
 use testkit::intake::{Faults, Intake, RequestLog};
 
@@ -139,19 +139,9 @@ struct Cluster<'a> {
 impl<'a> Cluster<'a> {
     /// Creates the CRD and the custom resources.
     fn new(api: &'a ApiServer) -> Cluster<'a> {
+        create_certificate_crd(api);
         let cert = fixture("certificate-deletion__apply_certificate");
-        api.create(json!({
-            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": "certificates.cert-manager.io"},
-            "spec": {"group": "cert-manager.io", "scope": "Namespaced",
-                     "names": {"plural": "certificates", "kind": "Certificate"},
-                     "versions": [{"name": "v1", "served": true, "storage": true}]}
-        }));
-        let mut unmodified = 0;
-        for i in 0..CUSTOM {
-            let stored = api.create(copy(&cert, &format!("bench-cert-{i}")));
-            unmodified += serde_json::to_vec(&stored).expect("serializable").len();
-        }
+        let unmodified = create_copies(api, &cert, "bench-cert", 0..CUSTOM);
         Cluster {
             api,
             pods: 0,
@@ -162,11 +152,10 @@ impl<'a> Cluster<'a> {
 
     /// Creates Pods up to `pods`.
     fn grow_to(&mut self, pods: usize) {
-        for i in self.pods..pods {
-            let stored = self.api.create(copy(&self.pod, &format!("bench-pod-{i}")));
-            self.unmodified += serde_json::to_vec(&stored).expect("serializable").len();
+        if pods > self.pods {
+            self.unmodified += create_copies(self.api, &self.pod, "bench-pod", self.pods..pods);
+            self.pods = pods;
         }
-        self.pods = self.pods.max(pods);
     }
 
     /// Pods and custom resources.

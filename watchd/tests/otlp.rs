@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use support::{DEADLINE, Watchd, copy, fixture, fixtures_dir, wait_intake};
+use support::{
+    DEADLINE, Watchd, create_certificate_crd, create_copies, fixture, fixtures_dir, wait_intake,
+};
 use testkit::apiserver::ApiServer;
 use testkit::intake::opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use testkit::intake::prost::Message;
@@ -480,25 +482,11 @@ fn json_and_gzip_variants_decode() {
 /// Pods and custom resources of the benchmark's shape (fixture copies, with
 /// managedFields); returns the bytes of the objects as stored.
 fn populate(api: &ApiServer, pods: usize, certificates: usize) -> usize {
+    create_certificate_crd(api);
     let pod = fixture("pod-aggregation__apply_pod");
     let cert = fixture("certificate-deletion__apply_certificate");
-    api.create(json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "certificates.cert-manager.io"},
-        "spec": {"group": "cert-manager.io", "scope": "Namespaced",
-                 "names": {"plural": "certificates", "kind": "Certificate"},
-                 "versions": [{"name": "v1", "served": true, "storage": true}]}
-    }));
-    let mut unmodified = 0;
-    for i in 0..pods {
-        let stored = api.create(copy(&pod, &format!("bench-pod-{i}")));
-        unmodified += serde_json::to_vec(&stored).expect("serializable").len();
-    }
-    for i in 0..certificates {
-        let stored = api.create(copy(&cert, &format!("bench-cert-{i}")));
-        unmodified += serde_json::to_vec(&stored).expect("serializable").len();
-    }
-    unmodified
+    create_copies(api, &pod, "bench-pod", 0..pods)
+        + create_copies(api, &cert, "bench-cert", 0..certificates)
 }
 
 /// The initial sync over OTLP/HTTP (protobuf, gzip): bytes on the wire

@@ -43,6 +43,34 @@ pub fn copy(template: &Value, name: &str) -> Value {
     o
 }
 
+/// Creates the CRD of cert-manager's Certificates (served at `v1`), the
+/// custom resources of the benchmark's shape.
+pub fn create_certificate_crd(api: &ApiServer) {
+    api.create(serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "certificates.cert-manager.io"},
+        "spec": {"group": "cert-manager.io", "scope": "Namespaced",
+                 "names": {"plural": "certificates", "kind": "Certificate"},
+                 "versions": [{"name": "v1", "served": true, "storage": true}]}
+    }));
+}
+
+/// Creates copies of `template` named `<prefix>-<i>` for each `i` of
+/// `indexes`; returns the bytes of the objects as the API server stores them.
+pub fn create_copies(
+    api: &ApiServer,
+    template: &Value,
+    prefix: &str,
+    indexes: std::ops::Range<usize>,
+) -> usize {
+    indexes
+        .map(|i| {
+            let stored = api.create(copy(template, &format!("{prefix}-{i}")));
+            serde_json::to_vec(&stored).expect("serializable").len()
+        })
+        .sum()
+}
+
 /// A running watchd process; killed when dropped.
 pub struct Watchd {
     child: Child,
