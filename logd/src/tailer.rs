@@ -408,12 +408,25 @@ impl Tailer {
     }
 
     pub fn stats(&self) -> Stats {
+        Stats {
+            bytes_behind: self.bytes_behind(),
+            ..self.counters()
+        }
+    }
+
+    /// [`Self::stats`] but `bytes_behind` (left 0), which costs a stat of
+    /// every open file.
+    pub fn counters(&self) -> Stats {
         let mut s = self.stats;
         s.files_open = self.files.len();
         s.files_tracked = self.live.len();
         s.unacked_chunks = self.acks.unacked();
-        s.bytes_behind = self
-            .files
+        s
+    }
+
+    /// Bytes in plain files past their committed offsets.
+    pub fn bytes_behind(&self) -> u64 {
+        self.files
             .values()
             .filter(|f| !f.reader.is_compressed())
             .map(|f| {
@@ -426,8 +439,7 @@ impl Tailer {
                     .map_or(f.reader.size(), |m| m.len());
                 size.saturating_sub(self.acks.committed(f.key).unwrap_or(0))
             })
-            .sum();
-        s
+            .sum()
     }
 
     /// Records a checkpoint for a fingerprinted file (a file known only by

@@ -5,18 +5,19 @@
 //!
 //! Threads are started when more requests are to be in flight than there
 //! are threads, up to the cap, and then stay: a node whose intake answers in
-//! microseconds keeps one or two, one 50 ms away as many as it needs. A
-//! request goes to the thread that became idle last: it is likely still
-//! awake (a channel's receiver spins a moment before it sleeps) and its
-//! caches warm, where handing requests round the pool woke a cold thread
-//! from its sleep for each.
+//! microseconds keeps one or two, one 50 ms away as many as it needs.
+//! Requests wait in a queue. A request wakes the thread that became idle
+//! last (its caches are the warmest); a thread that has just handed an
+//! answer back takes a waiting request first, and parks when there is none.
 
+use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
+use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, bounded};
+use crossbeam_channel::Sender;
 use logd::LogMeta;
 use shared::intake::{LogMeta as WireMeta, SendError};
 use shared::otlp::{Delivered, logs::LogFile};
@@ -47,11 +48,21 @@ pub struct Answer {
 
 pub struct Pool {
     sink: Arc<Sink>,
-    /// Each thread's own queue of one job.
-    threads: Vec<Sender<Job>>,
-    /// Threads without a job, the last to become idle on top.
-    idle: Arc<Mutex<Vec<usize>>>,
+    /// Each thread, to wake it when it is idle and a job waits.
+    threads: Vec<Waker>,
+    shared: Arc<Mutex<Shared>>,
     answers_tx: Sender<Answer>,
+}
+
+/// What the uploader and the pool's threads share.
+#[derive(Default)]
+struct Shared {
+    /// Jobs not taken by a thread yet, in the order sent.
+    queue: VecDeque<Job>,
+    /// Threads without a job, the last to become idle on top.
+    idle: Vec<usize>,
+    /// The uploader is gone: idle threads end.
+    closed: bool,
 }
 
 impl Pool {
@@ -60,50 +71,95 @@ impl Pool {
         Pool {
             sink,
             threads: Vec::new(),
-            idle: Arc::new(Mutex::new(Vec::new())),
+            shared: Arc::new(Mutex::new(Shared::default())),
             answers_tx: answers,
         }
     }
 
-    /// Sends `job` on the thread of the pool that became idle last, or on
-    /// a new one if none is idle. The caller sends a job only for a free
-    /// slot.
+    /// Queues `job` and wakes the thread of the pool that became idle
+    /// last, or starts one if none is idle. The caller sends a job only
+    /// for a free slot.
     pub fn send(&mut self, job: Job) {
-        let idle = lock(&self.idle).pop();
-        let thread = idle.unwrap_or_else(|| self.start_thread());
-        self.threads[thread]
-            .send(job)
-            .expect("the pool's threads never hang up");
+        let mut shared = lock(&self.shared);
+        shared.queue.push_back(job);
+        let idle = shared.idle.pop();
+        drop(shared);
+        match idle {
+            Some(thread) => self.threads[thread].wake(),
+            None => self.start_thread(),
+        }
     }
 
-    /// Starts a thread; returns its index.
-    fn start_thread(&mut self) -> usize {
+    fn start_thread(&mut self) {
         let index = self.threads.len();
-        let (jobs_tx, jobs) = bounded(1);
-        self.threads.push(jobs_tx);
+        let woken = Arc::new(AtomicBool::new(false));
+        let wake = woken.clone();
         let sink = self.sink.clone();
-        let idle = self.idle.clone();
+        let shared = self.shared.clone();
         let answers = self.answers_tx.clone();
-        thread::Builder::new()
+        let handle = thread::Builder::new()
             .name(format!("logd-upload-{}", index + 1))
             .spawn(move || {
-                for job in jobs {
-                    let answer = send(&sink, job);
-                    // Idle before the answer is seen: the uploader's next
-                    // job may come to this thread at once.
-                    lock(&idle).push(index);
-                    if answers.send(answer).is_err() {
+                loop {
+                    let job = {
+                        let mut shared = lock(&shared);
+                        let job = shared.queue.pop_front();
+                        if job.is_none() {
+                            if shared.closed {
+                                return;
+                            }
+                            shared.idle.push(index);
+                        }
+                        job
+                    };
+                    let Some(job) = job else {
+                        // Parked at once: a channel's receiver would spin
+                        // and yield the CPU a few times first, a context
+                        // switch each on a busy node.
+                        while !wake.swap(false, Ordering::Acquire) {
+                            thread::park();
+                        }
+                        continue;
+                    };
+                    if answers.send(send(&sink, job)).is_err() {
                         return;
                     }
                 }
             })
             .expect("spawning an upload thread");
-        index
+        self.threads.push(Waker {
+            thread: handle.thread().clone(),
+            woken,
+        });
     }
 }
 
-fn lock(idle: &Mutex<Vec<usize>>) -> std::sync::MutexGuard<'_, Vec<usize>> {
-    idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+impl Drop for Pool {
+    fn drop(&mut self) {
+        lock(&self.shared).closed = true;
+        for thread in &self.threads {
+            thread.wake();
+        }
+    }
+}
+
+/// Wakes a parked pool thread.
+struct Waker {
+    thread: Thread,
+    woken: Arc<AtomicBool>,
+}
+
+impl Waker {
+    fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Sends `job` on the calling thread.
