@@ -10,10 +10,11 @@
 //! Two inotify instances split the events by urgency. Structural events
 //! (a pod, container or file appearing, moving, going) are read as soon as
 //! they come: kubelet renames, compresses and deletes rotated files quickly,
-//! and logd must open them before. Writes (MODIFY) are read at most every
-//! [`CONTENT_COALESCE`]: meanwhile the kernel queues and merges them, so a
-//! busy node wakes discovery, the parse thread and the batcher about ten
-//! times a second instead of once per write(2).
+//! and logd must open them before. Writes (MODIFY) are read at most once a
+//! round (a fifth of the linger by default: [`Discovery::set_write_round`]):
+//! meanwhile the kernel queues and merges them, so a busy node wakes
+//! discovery, the parse thread and the batcher about five times a second
+//! instead of once per write(2).
 
 use std::collections::{HashMap, HashSet};
 use std::io;

@@ -54,8 +54,8 @@ const HELD_CAP: usize = 6 * 1024 * 1024;
 /// under the 20 MiB an OpenTelemetry Collector takes by default), and the
 /// batcher hands its batches over in messages of this many bytes.
 const REQUEST_BYTES: usize = 4 * 1024 * 1024;
-/// With such a sink, files' writes are read every half linger, within
-/// these bounds.
+/// Files' writes are read every fifth (or half) of the linger, within these
+/// bounds.
 const WRITE_ROUND_MIN: Duration = Duration::from_millis(100);
 const WRITE_ROUND_MAX: Duration = Duration::from_millis(500);
 
@@ -109,14 +109,13 @@ pub fn run(settings: Settings) -> i32 {
             return 1;
         }
     };
-    if sink.files_per_request() > 1 {
-        // Every file's batch goes together once per linger (see
-        // `batcher`), so a line waits for it anyway: busy files are read
-        // every half linger, in half as many reads as every quarter (a
-        // line waits at most half a linger more).
-        let round = (settings.batch_linger / 2).clamp(WRITE_ROUND_MIN, WRITE_ROUND_MAX);
-        discovery.set_write_round(round);
-    }
+    // A line waits for its batch's linger anyway: a busy file is read every
+    // fifth of it (every half, when every file's batch goes together once
+    // per linger: see `batcher`), in fewer, larger reads than at every
+    // write, at most that much later.
+    let share = if sink.files_per_request() > 1 { 2 } else { 5 };
+    let round = (settings.batch_linger / share).clamp(WRITE_ROUND_MIN, WRITE_ROUND_MAX);
+    discovery.set_write_round(round);
     // Watches first, then the first scan: nothing created in between is missed.
     discovery.watch_tree();
     log::info!(
