@@ -100,6 +100,7 @@ impl Pool {
         let handle = thread::Builder::new()
             .name(format!("logd-upload-{}", index + 1))
             .spawn(move || {
+                let mut answer = None;
                 loop {
                     let job = {
                         let mut shared = lock(&shared);
@@ -112,6 +113,14 @@ impl Pool {
                         }
                         job
                     };
+                    // The answer is handed back only now, so that the
+                    // request its slot lets go finds this thread idle
+                    // rather than a new one started.
+                    if let Some(answer) = answer.take()
+                        && answers.send(answer).is_err()
+                    {
+                        return;
+                    }
                     let Some(job) = job else {
                         // Parked at once: a channel's receiver would spin
                         // and yield the CPU a few times first, a context
@@ -121,9 +130,7 @@ impl Pool {
                         }
                         continue;
                     };
-                    if answers.send(send(&sink, job)).is_err() {
-                        return;
-                    }
+                    answer = Some(send(&sink, job));
                 }
             })
             .expect("spawning an upload thread");
