@@ -61,6 +61,8 @@ struct Shared {
     queue: VecDeque<Job>,
     /// Threads without a job, the last to become idle on top.
     idle: Vec<usize>,
+    /// Threads sending a request.
+    busy: usize,
     /// The uploader is gone: idle threads end.
     closed: bool,
 }
@@ -77,16 +79,19 @@ impl Pool {
     }
 
     /// Queues `job` and wakes the thread of the pool that became idle
-    /// last, or starts one if none is idle. The caller sends a job only
-    /// for a free slot.
+    /// last; if none is idle, starts one unless threads between two
+    /// requests (woken, or with an answer to hand back) will take it. So
+    /// there are never more threads than requests in flight at once. The
+    /// caller sends a job only for a free slot.
     pub fn send(&mut self, job: Job) {
         let mut shared = lock(&self.shared);
         shared.queue.push_back(job);
-        let idle = shared.idle.pop();
-        drop(shared);
-        match idle {
-            Some(thread) => self.threads[thread].wake(),
-            None => self.start_thread(),
+        if let Some(thread) = shared.idle.pop() {
+            drop(shared);
+            self.threads[thread].wake();
+        } else if self.threads.len() - shared.busy < shared.queue.len() {
+            drop(shared);
+            self.start_thread();
         }
     }
 
@@ -104,11 +109,15 @@ impl Pool {
                 loop {
                     let job = {
                         let mut shared = lock(&shared);
+                        if answer.is_some() {
+                            shared.busy -= 1;
+                        }
                         let job = shared.queue.pop_front();
-                        if job.is_none() {
-                            if shared.closed {
-                                return;
-                            }
+                        if job.is_some() {
+                            shared.busy += 1;
+                        } else if shared.closed {
+                            return;
+                        } else {
                             shared.idle.push(index);
                         }
                         job
