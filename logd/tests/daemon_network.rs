@@ -255,3 +255,30 @@ fn an_outage_with_a_thousand_files_then_recovery_delivers_everything_in_bounded_
     );
     assert_eq!(logd.metrics().get("logd_lines_dropped_total"), 0.0);
 }
+
+/// Threads of `pid` whose name starts with `prefix`, as `top -H` shows them.
+fn threads_named(pid: u32, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("logd's threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+#[test]
+fn the_concurrency_cap_bounds_both_requests_in_flight_and_upload_threads() {
+    let node = Node::new();
+    let intake = Intake::start();
+    intake.set_faults(latency(50));
+    let env = Env::new(&node, &intake).set("LOGD_UPLOAD_CONCURRENCY", "8");
+    let logd = Logd::start(&node, &env);
+    let expected = write_pods(&node, "cap", 300, 20);
+
+    wait_for_all(&intake, &expected, Duration::from_secs(120));
+    logd.wait_idle(SOON);
+    assert_each_once(&expected, &messages(&intake));
+    let most = intake.max_in_flight();
+    assert!((2..=8).contains(&most), "{most} requests in flight at once");
+    let threads = threads_named(logd.pid(), "logd-upload-");
+    assert!(threads <= 8, "{threads} upload threads for a cap of 8");
+}
