@@ -11,7 +11,7 @@
 //! (a pod, container or file appearing, moving, going) are read as soon as
 //! they come: kubelet renames, compresses and deletes rotated files quickly,
 //! and logd must open them before. Writes (MODIFY) are read at most once a
-//! round (a fifth of the linger by default: [`Discovery::set_write_round`]):
+//! write round (a fifth of the linger by default: see `daemon::run`):
 //! meanwhile the kernel queues and merges them, so a busy node wakes
 //! discovery, the parse thread and the batcher about five times a second
 //! instead of once per write(2).
@@ -25,11 +25,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use inotify::{EventMask, Events, Inotify, WatchDescriptor, WatchMask};
 use logd::TailerConfig;
-
-/// Writes are read at most this often by default (see the module
-/// comment). It adds at most this much to a line's latency, well inside the
-/// batch linger.
-const CONTENT_COALESCE: Duration = Duration::from_millis(100);
 
 /// What the parse thread is told.
 #[derive(Debug)]
@@ -59,7 +54,8 @@ enum Level {
 pub struct Discovery {
     /// Directory events, read at once.
     structure: Inotify,
-    /// Writes (MODIFY), read at most every `write_round`.
+    /// Writes (MODIFY), read at most every `write_round`: it adds at most
+    /// that much to a line's latency, well inside the batch linger.
     content: Inotify,
     write_round: Duration,
     pods_dir: PathBuf,
@@ -99,12 +95,17 @@ const LINKED_FILE_MASK: WatchMask = WatchMask::MODIFY.union(WatchMask::DELETE_SE
 const EVENT_BUFFER: usize = 64 * 1024;
 
 impl Discovery {
-    /// Discovery of `filter.pods_dir`, skipping the pods `filter` excludes.
-    pub fn new(filter: TailerConfig, max_watches: Option<usize>) -> io::Result<Self> {
+    /// Discovery of `filter.pods_dir`, skipping the pods `filter` excludes;
+    /// busy files' writes are reported at most every `write_round`.
+    pub fn new(
+        filter: TailerConfig,
+        max_watches: Option<usize>,
+        write_round: Duration,
+    ) -> io::Result<Self> {
         Ok(Discovery {
             structure: Inotify::init()?,
             content: Inotify::init()?,
-            write_round: CONTENT_COALESCE,
+            write_round,
             pods_dir: filter.pods_dir.clone(),
             filter,
             watches: HashMap::new(),
@@ -113,13 +114,6 @@ impl Discovery {
             max_watches,
             degraded: false,
         })
-    }
-
-    /// Reads writes at most every `round` instead of [`CONTENT_COALESCE`]:
-    /// fewer, larger reads of each busy file, when lines wait for a longer
-    /// flush anyway.
-    pub fn set_write_round(&mut self, round: Duration) {
-        self.write_round = round;
     }
 
     /// Number of inotify watches held.

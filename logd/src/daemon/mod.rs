@@ -101,21 +101,23 @@ pub fn run(settings: Settings) -> i32 {
         );
     }
     let store = CheckpointStore::load(&settings.state_dir);
-    let mut discovery = match Discovery::new(settings.tailer.clone(), settings.max_inotify_watches)
-    {
+    // A line waits for its batch's linger anyway: a busy file is read every
+    // fifth of it (every half, when every file's batch goes together once
+    // per linger: see `batcher`), in fewer, larger reads than at every
+    // write, at most that much later.
+    let share = if sink.files_per_request() > 1 { 2 } else { 5 };
+    let write_round = (settings.batch_linger / share).clamp(WRITE_ROUND_MIN, WRITE_ROUND_MAX);
+    let mut discovery = match Discovery::new(
+        settings.tailer.clone(),
+        settings.max_inotify_watches,
+        write_round,
+    ) {
         Ok(discovery) => discovery,
         Err(e) => {
             log::error!("cannot start inotify: {e}");
             return 1;
         }
     };
-    // A line waits for its batch's linger anyway: a busy file is read every
-    // fifth of it (every half, when every file's batch goes together once
-    // per linger: see `batcher`), in fewer, larger reads than at every
-    // write, at most that much later.
-    let share = if sink.files_per_request() > 1 { 2 } else { 5 };
-    let round = (settings.batch_linger / share).clamp(WRITE_ROUND_MIN, WRITE_ROUND_MAX);
-    discovery.set_write_round(round);
     // Watches first, then the first scan: nothing created in between is missed.
     discovery.watch_tree();
     log::info!(
